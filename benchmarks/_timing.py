@@ -1,0 +1,25 @@
+"""Side-by-side timing shared by the benchmarks: candidates interleaved round by round so that
+machine noise hits all of them alike; the median of each is reported."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def interleaved_medians(
+    candidates: dict[str, Callable[[], object]], rounds: int = 30, warmup: int = 3, inner: int = 1
+) -> dict[str, float]:
+    """Median seconds per call of each candidate."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - start) / inner)
+    return {name: statistics.median(values) for name, values in samples.items()}

@@ -1,0 +1,1 @@
+"""nasconv: neural architecture search over convolution types."""

@@ -1,0 +1,110 @@
+"""The ``nasconv`` command. Heavy modules are imported inside the sub-commands so that
+``nasconv --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .errors import NasconvError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def _cmd_ops(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .cost import profile
+    from .ops import build_conv
+
+    kinds = [
+        ("standard", {}),
+        ("group", {"groups": args.groups}),
+        ("group", {"groups": args.groups, "shuffle": True}),
+        ("dsc", {}),
+        ("het", {"p": args.p}),
+        ("ghost", {"ratio": args.ratio, "dw_kernel": 3}),
+        ("cond", {"experts": args.experts}),
+    ]
+    shape = (args.in_channels, args.size, args.size)
+    try:  # the shared geometry first: a bad kernel is the user's error, not a kind to skip
+        build_conv("standard", args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation)
+    except ValueError as exc:
+        raise NasconvError(f"ops: {exc}") from None
+    table = Table(
+        title=f"{args.in_channels}->{args.out_channels} channels, {args.size}x{args.size} input, "
+        f"kernel {args.kernel}, stride {args.stride}, dilation {args.dilation} (batch 1)"
+    )
+    for col in ("kind", "options", "params", "MACs", "MACs vs standard"):
+        table.add_column(col, justify="left" if col in ("kind", "options") else "right")
+    base_macs = None
+    skipped = []
+    for kind, params in kinds:
+        try:
+            op = build_conv(
+                kind, args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation, **params
+            )
+        except ValueError as exc:
+            skipped.append(f"{kind}: {exc}")
+            continue
+        prof = profile(op, shape)
+        base_macs = base_macs or prof.macs
+        options = ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+        table.add_row(kind, options, f"{prof.params:,}", f"{prof.macs:,}", f"{prof.macs / base_macs:.3f}")
+    console = Console()
+    console.print(table)
+    for line in skipped:
+        console.print(f"skipped {line}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nasconv", description="Neural architecture search over convolution types.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ops = sub.add_parser("ops", help="params and MACs of every conv kind at one shape")
+    ops.add_argument("--in", dest="in_channels", type=_positive, default=64, help="input channels (64)")
+    ops.add_argument("--out", dest="out_channels", type=_positive, default=64, help="output channels (64)")
+    ops.add_argument("--size", type=_positive, default=32, help="input height = width (32)")
+    ops.add_argument("--kernel", type=_positive, default=3, help="kernel size, odd (3)")
+    ops.add_argument("--stride", type=_positive, default=1)
+    ops.add_argument("--dilation", type=_positive, default=1)
+    ops.add_argument("--groups", type=_positive, default=4, help="groups of the group conv (4)")
+    ops.add_argument("--p", type=_positive, default=4, help="HetConv's P (4)")
+    ops.add_argument("--ratio", type=_positive, default=2, help="Ghost ratio (2)")
+    ops.add_argument("--experts", type=_positive, default=4, help="CondConv experts (4)")
+    ops.set_defaults(func=_cmd_ops)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NasconvError as exc:
+        print(f"nasconv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasconv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

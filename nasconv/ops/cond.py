@@ -1,0 +1,60 @@
+"""CondConv: conditionally parameterised convolution (Yang et al., NeurIPS 2019).
+
+Each sample x gets its own kernel sum_e alpha_e(x) W_e with alpha = sigmoid(Linear(GAP(x))).
+The whole batch runs as one grouped convolution (groups = batch, per-sample kernels stacked),
+never a Python loop over samples. MACs per sample: routing M*E, kernel mixing E*N*M*k^2 and the
+convolution N*M*k^2 per output pixel. Params E*N*M*k^2 + M*E + E.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ConvOp, _positive_int, kaiming_, register
+
+
+@register("cond")
+class CondConv(ConvOp):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        bias: bool = False,
+        *,
+        experts: int = 4,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias)
+        self.experts = _positive_int("experts", experts)
+        k = self.kernel_size
+        self.weight = nn.Parameter(kaiming_(torch.empty(experts, out_channels, in_channels, k, k), in_channels * k * k))
+        self.bias = nn.Parameter(torch.zeros(experts, out_channels)) if bias else None
+        self.routing_weight = nn.Parameter(kaiming_(torch.empty(experts, in_channels), in_channels))
+        self.routing_bias = nn.Parameter(torch.zeros(experts))
+
+    def macs_per_position(self) -> int:
+        return self.out_channels * self.in_channels * self.kernel_size**2
+
+    def extra_macs(self) -> int:
+        e = self.experts
+        return self.in_channels * e + e * self.out_channels * self.in_channels * self.kernel_size**2
+
+    def routing(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample expert weights alpha, shape (B, E)."""
+        return torch.sigmoid(F.linear(x.mean((2, 3)), self.routing_weight, self.routing_bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, m, h, w = x.shape
+        n, k = self.out_channels, self.kernel_size
+        alpha = self.routing(x)
+        kernels = (alpha @ self.weight.view(self.experts, -1)).view(b * n, m, k, k)
+        bias = None if self.bias is None else (alpha @ self.bias).view(-1)
+        y = self.conv(x.reshape(1, b * m, h, w), kernels, groups=b, bias=bias)
+        return y.view(b, n, y.shape[-2], y.shape[-1])
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", experts={self.experts}"

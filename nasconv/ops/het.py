@@ -1,0 +1,119 @@
+"""HetConv: heterogeneous kernel-based convolution (Singh et al., CVPR 2019).
+
+Exact to the paper's cyclic arrangement: output filter n has a k x k kernel on input channel i
+iff (i - n) mod P == 0 and a 1 x 1 kernel on every other input channel. Only those weights are
+parameters (N * ((M/P) k^2 + M - M/P)); nothing dense is stored or counted.
+
+The forward is vectorised: the compact weights are scattered into one dense kernel whose 1 x 1
+entries sit at the centre tap (a 1 x 1 kernel equals the centre tap at any stride and dilation)
+and a single convolution runs. ``split`` forward instead runs the k x k part as a grouped conv
+(groups = P) over residue-sorted channels plus a 1 x 1 conv: fewer MACs, but more memory traffic;
+``benchmarks/ops.py`` measures both; the split form is used where it measured faster on this CPU
+(at least 16 channels per group), the dense form elsewhere. Both give the same output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ConvOp, _positive_int, kaiming_, register
+
+
+def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
+    """Boolean (N, M): True where filter n has a k x k kernel on input channel i."""
+    n = torch.arange(out_channels).view(-1, 1)
+    i = torch.arange(in_channels).view(1, -1)
+    return (i - n) % p == 0
+
+
+@register("het")
+class HetConv(ConvOp):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        bias: bool = False,
+        *,
+        p: int = 4,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias)
+        self.p = _positive_int("p", p)
+        if in_channels % p:
+            raise ValueError(f"het p={p} must divide in_channels={in_channels}")
+        m, n, k = in_channels, out_channels, self.kernel_size
+        kk_per_filter = m // p
+        fan_in = kk_per_filter * k * k + m - kk_per_filter
+        self.weight_kxk = nn.Parameter(kaiming_(torch.empty(n, kk_per_filter, k, k), fan_in))
+        self.weight_1x1 = nn.Parameter(kaiming_(torch.empty(n, m - kk_per_filter), fan_in))
+        mask = het_kxk_mask(m, n, p)
+        # channel index of each compact weight, row by row in ascending channel order
+        kxk_channels = mask.nonzero()[:, 1].view(n, kk_per_filter)
+        one_channels = (~mask).nonzero()[:, 1].view(n, m - kk_per_filter)
+        rows = torch.arange(n).view(-1, 1)
+        taps = torch.arange(k * k).view(1, 1, -1)
+        dense_kxk = ((rows * m + kxk_channels).unsqueeze(-1) * (k * k) + taps).reshape(-1)
+        dense_one = ((rows * m + one_channels) * (k * k) + (k * k) // 2).reshape(-1)
+        self.register_buffer("_dense_kxk", dense_kxk, persistent=False)
+        self.register_buffer("_dense_one", dense_one, persistent=False)
+        self.register_buffer("_one_by_one", (rows * m + one_channels).reshape(-1), persistent=False)
+        # measured in benchmarks/ops.py: the grouped split wins once each group has >= 16 channels
+        self.split = out_channels % p == 0 and m // p >= 16
+
+    def macs_per_position(self) -> int:
+        m, k = self.in_channels, self.kernel_size
+        return self.out_channels * ((m // self.p) * k * k + m - m // self.p)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The equivalent dense (N, M, k, k) kernel (zeros where the paper has no weight)."""
+        n, m, k = self.out_channels, self.in_channels, self.kernel_size
+        w = self.weight_kxk.new_zeros(n * m * k * k)
+        w = w.index_put((self._dense_kxk,), self.weight_kxk.reshape(-1))
+        w = w.index_put((self._dense_one,), self.weight_1x1.reshape(-1))
+        return w.view(n, m, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split:
+            return self._forward_split(x)
+        return self.conv(x, self.dense_weight(), bias=self.bias)
+
+    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        b, m, h, w = x.shape
+        n, p, k = self.out_channels, self.p, self.kernel_size
+        # residue-sort input channels (i -> i mod P groups) and filters likewise
+        xs = x.view(b, m // p, p, h, w).transpose(1, 2).reshape(b, m, h, w)
+        wk = self.weight_kxk.view(n // p, p, m // p, k, k).transpose(0, 1).reshape(n, m // p, k, k)
+        g = self.conv(xs, wk, groups=p)
+        oh, ow = g.shape[-2:]
+        g = g.view(b, p, n // p, oh, ow).transpose(1, 2).reshape(b, n, oh, ow)
+        w1 = self.weight_1x1.new_zeros(n * m).index_put((self._one_by_one,), self.weight_1x1.reshape(-1))
+        return F.conv2d(x, w1.view(n, m, 1, 1), self.bias, self.stride).add_(g)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", p={self.p}"
+
+
+def het_reference_forward(op: HetConv, x: torch.Tensor) -> torch.Tensor:
+    """The paper's description taken literally, one kernel per (filter, input channel) pair.
+
+    Slow by construction: the ground truth that tests and ``benchmarks/ops.py`` compare against.
+    """
+    mask = het_kxk_mask(op.in_channels, op.out_channels, op.p)
+    outputs = []
+    for n in range(op.out_channels):
+        kxk = iter(op.weight_kxk[n])
+        ones = iter(op.weight_1x1[n])
+        total = torch.zeros(())
+        for i in range(op.in_channels):
+            xi = x[:, i : i + 1]
+            if mask[n, i]:
+                w = next(kxk).view(1, 1, op.kernel_size, op.kernel_size)
+                total = total + F.conv2d(xi, w, None, op.stride, op.padding, op.dilation)
+            else:
+                total = total + F.conv2d(xi, next(ones).view(1, 1, 1, 1), None, op.stride)
+        outputs.append(total)
+    return torch.cat(outputs, dim=1)

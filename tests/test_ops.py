@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from nasconv.cost import profile
+from nasconv.ops import CONV_KINDS, ConvOp, build_conv, channel_shuffle, het_reference_forward, register
+
+DEFAULTS = {"standard": {}, "group": {"groups": 2}, "dsc": {}, "het": {"p": 2}, "ghost": {}, "cond": {}}
+VARIANTS = [
+    ("standard", {}),
+    ("group", {"groups": 4}),
+    ("group", {"groups": 2, "shuffle": True}),
+    ("dsc", {}),
+    ("het", {"p": 4}),
+    ("het", {"p": 2}),
+    ("ghost", {"ratio": 2, "dw_kernel": 3}),
+    ("ghost", {"ratio": 3, "dw_kernel": 5}),
+    ("cond", {"experts": 3}),
+]
+
+
+def expected_params(kind: str, m: int, n: int, k: int, **kw: int) -> int:
+    """DESIGN.md's closed forms (bias=False)."""
+    if kind == "standard":
+        return n * m * k * k
+    if kind == "group":
+        return n * (m // kw["groups"]) * k * k
+    if kind == "dsc":
+        return m * k * k + m * n
+    if kind == "het":
+        p = kw["p"]
+        return n * ((m // p) * k * k + m - m // p)
+    if kind == "ghost":
+        ratio, d = kw.get("ratio", 2), kw.get("dw_kernel", 3)
+        c = math.ceil(n / ratio)
+        return m * c * k * k + c * (ratio - 1) * d * d
+    if kind == "cond":
+        e = kw.get("experts", 4)
+        return e * n * m * k * k + m * e + e
+    raise AssertionError(kind)
+
+
+def expected_macs(kind: str, m: int, n: int, k: int, out_hw: int, **kw: int) -> int:
+    if kind == "cond":
+        e = kw.get("experts", 4)
+        return n * m * k * k * out_hw + m * e + e * n * m * k * k
+    per_position = expected_params(kind, m, n, k, **kw)
+    return per_position * out_hw
+
+
+def test_registry_lists_every_kind() -> None:
+    assert set(CONV_KINDS) == {"standard", "group", "dsc", "het", "ghost", "cond"}
+
+
+@pytest.mark.parametrize("kind", CONV_KINDS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+@pytest.mark.parametrize("size", [7, 8])
+def test_same_padding_shape(kind: str, stride: int, dilation: int, kernel: int, size: int) -> None:
+    op = build_conv(kind, 8, 12, kernel, stride, dilation, **DEFAULTS[kind])
+    y = op(torch.randn(2, 8, size, size + 1))
+    assert y.shape == (2, 12, math.ceil(size / stride), math.ceil((size + 1) / stride))
+    assert op.output_size(size, size + 1) == tuple(y.shape[-2:])
+
+
+@pytest.mark.parametrize(("kind", "kw"), VARIANTS)
+def test_backward_reaches_every_parameter(kind: str, kw: dict) -> None:
+    op = build_conv(kind, 8, 8, 3, bias=True, **kw)
+    op(torch.randn(3, 8, 6, 6)).square().mean().backward()
+    for name, p in op.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if name != "routing_bias":
+            assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(("kind", "kw"), VARIANTS)
+@pytest.mark.parametrize(("m", "n", "k", "stride"), [(8, 16, 3, 1), (16, 8, 5, 2), (12, 12, 1, 1)])
+def test_params_and_macs_match_closed_forms(kind: str, kw: dict, m: int, n: int, k: int, stride: int) -> None:
+    if kind == "het" and m % kw["p"]:
+        pytest.skip("P must divide in_channels")
+    op = build_conv(kind, m, n, k, stride, **kw)
+    prof = profile(op, (m, 10, 10))
+    out_hw = math.ceil(10 / stride) ** 2
+    assert prof.params == expected_params(kind, m, n, k, **kw)
+    assert prof.macs == expected_macs(kind, m, n, k, out_hw, **kw)
+    assert op.count_macs((1, m, 10, 10)) == prof.macs
+
+
+@pytest.mark.parametrize(
+    ("kind", "m", "n", "kw", "expected"),
+    [
+        ("standard", 6, 8, {}, 432),
+        ("group", 6, 8, {"groups": 2}, 216),
+        ("dsc", 5, 10, {}, 95),
+        ("het", 6, 4, {"p": 3}, 88),
+    ],
+)
+def test_worked_examples_from_the_literature(kind: str, m: int, n: int, kw: dict, expected: int) -> None:
+    assert profile(build_conv(kind, m, n, 3, **kw), (m, 5, 5)).params == expected
+
+
+@pytest.mark.parametrize(("kind", "kw"), [v for v in VARIANTS if v[0] != "het"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_macs_agree_with_torch_flop_counter(kind: str, kw: dict, stride: int) -> None:
+    op = build_conv(kind, 8, 16, 3, stride, **kw)
+    x = torch.randn(2, 8, 9, 9)
+    with FlopCounterMode(display=False) as counter:
+        op(x)
+    assert counter.get_total_flops() == 2 * profile(op, tuple(x.shape)).macs
+
+
+@pytest.mark.parametrize(("m", "n", "p"), [(6, 4, 3), (8, 8, 4), (64, 32, 4), (12, 10, 2)])
+@pytest.mark.parametrize(("k", "stride", "dilation"), [(3, 1, 1), (3, 2, 2), (5, 1, 1)])
+@pytest.mark.parametrize("split", [False, True])
+def test_hetconv_equals_per_kernel_reference(
+    m: int, n: int, p: int, k: int, stride: int, dilation: int, split: bool
+) -> None:
+    torch.manual_seed(0)
+    op = build_conv("het", m, n, k, stride, dilation, p=p)
+    op.split = split and n % p == 0
+    x = torch.randn(2, m, 9, 9)
+    torch.testing.assert_close(op(x), het_reference_forward(op, x), rtol=1e-4, atol=1e-4)
+
+
+def test_hetconv_cyclic_arrangement() -> None:
+    op = build_conv("het", 6, 4, 3, p=3)
+    w = op.dense_weight()
+    outer_taps = w.clone()
+    outer_taps[:, :, 1, 1] = 0
+    has_kxk = outer_taps.abs().sum((2, 3)) > 0
+    expected = torch.tensor([[(i - n) % 3 == 0 for i in range(6)] for n in range(4)])
+    assert torch.equal(has_kxk, expected)
+    assert int((w != 0).sum()) == 88  # every weight is a parameter, nothing dense is hidden
+
+
+def test_hetconv_p_must_divide_in_channels() -> None:
+    with pytest.raises(ValueError, match="p=3 must divide in_channels=8"):
+        build_conv("het", 8, 8, p=3)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_condconv_batch_equals_samples_one_by_one(stride: int) -> None:
+    torch.manual_seed(0)
+    op = build_conv("cond", 6, 10, 3, stride, experts=3, bias=True)
+    x = torch.randn(5, 6, 8, 8)
+    batched = op(x)
+    singles = torch.cat([op(x[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-5)
+    alpha = op.routing(x[:1])
+    kernel = (alpha @ op.weight.view(3, -1)).view(10, 6, 3, 3)
+    ref = F.conv2d(x[:1], kernel, (alpha @ op.bias)[0], stride, 1)
+    torch.testing.assert_close(batched[:1], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ghost_keeps_primary_maps_first() -> None:
+    op = build_conv("ghost", 4, 7, 3, ratio=3)
+    x = torch.randn(1, 4, 6, 6)
+    primary = F.conv2d(x, op.primary, None, 1, 1)
+    assert op.primary_channels == 3
+    torch.testing.assert_close(op(x)[:, :3], primary)
+
+
+def test_group_shuffle_interleaves_groups() -> None:
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+
+
+def test_dsc_is_depthwise_then_pointwise() -> None:
+    op = build_conv("dsc", 3, 5, 3, 2)
+    x = torch.randn(1, 3, 7, 7)
+    ref = F.conv2d(F.conv2d(x, op.depthwise, None, 2, 1, 1, 3), op.pointwise)
+    torch.testing.assert_close(op(x), ref)
+
+
+def test_unknown_kind_lists_known_ones() -> None:
+    with pytest.raises(ValueError, match="unknown conv kind 'hett'; known kinds: .*het"):
+        build_conv("hett", 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "args", "kw", "message"),
+    [
+        ("het", (4, 4), {"ratio": 2}, "has no parameter 'ratio'"),
+        ("group", (6, 8), {"groups": 4}, "groups=4 must divide"),
+        ("standard", (4, 4, 4), {}, "kernel_size must be odd"),
+        ("standard", (0, 4), {}, "in_channels must be a positive integer"),
+        ("ghost", (4, 4), {"ratio": 1}, "ratio must be at least 2"),
+        ("cond", (4, 4), {"experts": 0}, "experts must be a positive integer"),
+    ],
+)
+def test_bad_parameters_raise_value_error(kind: str, args: tuple, kw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_conv(kind, *args, **kw)
+
+
+def test_registering_a_kind_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register("het")(type("Other", (ConvOp,), {}))

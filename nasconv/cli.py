@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -74,6 +75,47 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .arch import build_model, load_arch
+    from .cost import profile
+    from .data import load_data
+    from .space import load_space
+    from .train import train
+
+    space = load_space(args.space)
+    arch = load_arch(args.arch)
+    spec = space.spec
+    if (arch.input_channels, arch.input_size, arch.classes) != (spec.input.channels, spec.input.size, spec.classes):
+        raise NasconvError(
+            f"{args.arch}: architecture takes {arch.input_channels}x{arch.input_size}px with {arch.classes} classes,"
+            f" but {args.space} has {spec.input.channels}x{spec.input.size}px with {spec.classes} classes"
+        )
+    torch.set_num_threads(args.threads)
+    training = spec.training.model_copy(update={"seed": args.seed} if args.seed is not None else {})
+    data = load_data(
+        spec.dataset, spec.classes, spec.input.channels, spec.input.size, training.val_fraction, training.seed
+    )
+    prof = profile(build_model(arch), (spec.input.channels, spec.input.size, spec.input.size))
+    print(
+        f"{arch.short()}: {prof.params:,} params, {prof.macs:,} MACs; training {args.epochs} epochs on "
+        f"{len(data.y_train)} {data.name} samples, validating on {len(data.y_val)}"
+    )
+
+    def show(epoch: object) -> None:
+        print(
+            f"  epoch {epoch.epoch:>3}: val accuracy {epoch.accuracy:.4f}  val loss {epoch.loss:.4f}"
+            f"  train loss {epoch.train_loss:.4f}"
+        )
+
+    result, _ = train(arch, data, training, epochs=args.epochs, on_epoch=show)
+    if result.failed:
+        raise NasconvError(f"training failed: {result.reason}")
+    print(f"validation accuracy {result.accuracy:.4f} after {result.epochs} epochs ({result.train_seconds:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nasconv", description="Neural architecture search over convolution types.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -90,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--ratio", type=_positive, default=2, help="Ghost ratio (2)")
     ops.add_argument("--experts", type=_positive, default=4, help="CondConv experts (4)")
     ops.set_defaults(func=_cmd_ops)
+
+    tr = sub.add_parser("train", help="train one architecture on its space's dataset")
+    tr.add_argument("arch", help="architecture file (arch.yaml from export, or JSON)")
+    tr.add_argument("--space", required=True, help="the space file whose dataset and training settings to use")
+    tr.add_argument("--epochs", type=_positive, default=30)
+    tr.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.set_defaults(func=_cmd_train)
     return parser
 
 

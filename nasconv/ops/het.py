@@ -23,8 +23,8 @@ from .base import ConvOp, _positive_int, kaiming_, register
 
 def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
     """Boolean (N, M): True where filter n has a k x k kernel on input channel i."""
-    n = torch.arange(out_channels).view(-1, 1)
-    i = torch.arange(in_channels).view(1, -1)
+    n = torch.arange(out_channels, device="cpu").view(-1, 1)
+    i = torch.arange(in_channels, device="cpu").view(1, -1)
     return (i - n) % p == 0
 
 
@@ -54,8 +54,8 @@ class HetConv(ConvOp):
         # channel index of each compact weight, row by row in ascending channel order
         kxk_channels = mask.nonzero()[:, 1].view(n, kk_per_filter)
         one_channels = (~mask).nonzero()[:, 1].view(n, m - kk_per_filter)
-        rows = torch.arange(n).view(-1, 1)
-        taps = torch.arange(k * k).view(1, 1, -1)
+        rows = torch.arange(n, device="cpu").view(-1, 1)
+        taps = torch.arange(k * k, device="cpu").view(1, 1, -1)
         dense_kxk = ((rows * m + kxk_channels).unsqueeze(-1) * (k * k) + taps).reshape(-1)
         dense_one = ((rows * m + one_channels) * (k * k) + (k * k) // 2).reshape(-1)
         self.register_buffer("_dense_kxk", dense_kxk, persistent=False)

@@ -116,6 +116,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .search import resolve_options, run_search, summarise
+    from .space import load_space
+
+    space = load_space(args.space)
+    opts = resolve_options(
+        space,
+        out=args.out,
+        trials=args.trials,
+        workers=args.workers,
+        seed=args.seed,
+        sampler=args.sampler,
+        resume=args.resume,
+        address=args.address,
+        storage=args.storage,
+    )
+    df = run_search(space, opts, progress=not args.quiet)
+    print(f"{space.name}: {summarise(df)}")
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "pareto.html"):
+        if (opts.out / name).exists():
+            print(f"  {opts.out / name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nasconv", description="Neural architecture search over convolution types.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -132,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--ratio", type=_positive, default=2, help="Ghost ratio (2)")
     ops.add_argument("--experts", type=_positive, default=4, help="CondConv experts (4)")
     ops.set_defaults(func=_cmd_ops)
+
+    se = sub.add_parser("search", help="multi-objective architecture search (Ray Tune + Optuna)")
+    se.add_argument("space", help="search space YAML (e.g. search_spaces/digits.yaml)")
+    se.add_argument("--trials", type=_positive, help="finished trials wanted (overrides search.trials)")
+    se.add_argument("--workers", type=_positive, help="concurrent trials (default: one per CPU)")
+    se.add_argument("--out", help="results folder (default results/<space name>)")
+    se.add_argument("--seed", type=int)
+    se.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe", "random"])
+    se.add_argument("--resume", action="store_true", help="continue the study already in --out")
+    se.add_argument("--address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    se.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite study.db in --out)")
+    se.add_argument("--quiet", action="store_true", help="no progress output")
+    se.set_defaults(func=_cmd_search)
 
     tr = sub.add_parser("train", help="train one architecture on its space's dataset")
     tr.add_argument("arch", help="architecture file (arch.yaml from export, or JSON)")

@@ -149,14 +149,21 @@ def _to_input(x: np.ndarray, channels: int, size: int) -> torch.Tensor:
     return t.contiguous()
 
 
+def check_available(spec: DatasetSpec) -> None:
+    """Fail fast (before any trial starts) if a dataset's local files are missing."""
+    if spec.name not in ("digits", "synthetic"):
+        path = Path(spec.path or "").expanduser()
+        if not path.exists():
+            raise NasconvError(f"dataset {spec.name}: {path} does not exist (nasconv reads local files only)")
+
+
 def _raw(spec: DatasetSpec, classes: int, channels: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if spec.name == "digits":
         return _digits(spec)
     if spec.name == "synthetic":
         return _synthetic(spec, classes, channels, size, seed)
+    check_available(spec)
     path = Path(spec.path or "").expanduser()
-    if not path.exists():
-        raise NasconvError(f"dataset {spec.name}: {path} does not exist (nasconv reads local files only)")
     if spec.name == "cifar10":
         return _cifar10(path)
     if spec.name in ("mnist", "fashion-mnist"):

@@ -26,6 +26,7 @@ class EpochResult:
     accuracy: float
     loss: float
     train_loss: float
+    train_seconds: float = 0.0
 
 
 @dataclass
@@ -115,7 +116,7 @@ def train(
             result.failed = True
             result.reason = f"validation loss became {val_loss} at epoch {epoch}"
             return result, model
-        epoch_result = EpochResult(epoch, accuracy, val_loss, total / max(seen, 1))
+        epoch_result = EpochResult(epoch, accuracy, val_loss, total / max(seen, 1), result.train_seconds)
         result.history.append(epoch_result)
         result.accuracy, result.loss, result.epochs = accuracy, val_loss, epoch
         if on_epoch is not None:

@@ -1,0 +1,258 @@
+"""End-to-end search tests. Each search runs the real CLI in a subprocess with its own local Ray
+(isolated; a killed driver takes its Ray with it), except the unit tests of the trial and searcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from nasconv.arch import Arch, build_model
+from nasconv.results import load_results, pareto
+from nasconv.search import INTERRUPTED, evaluate_trial, static_costs
+from nasconv.space import parse_space
+
+from .conftest import tiny_space_dict
+
+NASCONV = [sys.executable, "-m", "nasconv.cli"]
+pytestmark = pytest.mark.slow
+
+
+def nasconv(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*NASCONV, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def count_states(folder: Path) -> dict[str, int]:
+    return load_results(folder)["state"].value_counts().to_dict()
+
+
+def test_search_writes_the_record_and_results(tmp_path: Path, write_space) -> None:
+    space = write_space(tiny_space_dict())
+    out = tmp_path / "out"
+    run = nasconv("search", str(space), "--trials", "5", "--workers", "2", "--out", str(out), "--seed", "3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "5 trials (5 complete)" in run.stdout
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "pareto.html", "space.yaml", "study.db"):
+        assert (out / name).is_file(), name
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.columns[:4]) == ["number", "state", "accuracy", "macs"]
+    assert {"params", "latency_ms", "train_seconds", "arch", "reason"} <= set(trials.columns)
+    assert (trials["train_seconds"] > 0).all()
+    html = (out / "pareto.html").read_text()
+    assert "plotly" in html and "Pareto front" in html
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 5
+    for t in study.trials:
+        arch = Arch.from_json(t.user_attrs["arch"])
+        assert t.user_attrs["macs"] == static_costs(arch)["macs"] == t.values[1]
+        assert 0 <= t.values[0] <= 1
+    front = pareto(load_results(out))
+    assert set(front["number"]) <= set(trials["number"])
+    assert len(pd.read_csv(out / "pareto.csv")) == len(front)
+    build_model(Arch.from_json(trials["arch"][0]))
+
+    again = nasconv("search", str(space), "--trials", "5", "--out", str(out))
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0
+    assert "already holds study 'tiny' with 5 trials; use --resume" in again.stderr
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").trials) == 5
+
+
+def test_mostly_infeasible_space_is_recorded_not_trained(tmp_path: Path, write_space) -> None:
+    space = tiny_space_dict(constraints={"max_macs": 5_000})
+    costs = [static_costs(parse_space(space).sample(seed))["macs"] for seed in range(40)]
+    assert sum(c > 5_000 for c in costs) > len(costs) / 2  # the premise: most are over the limit
+    out = tmp_path / "out"
+    run = nasconv("search", str(write_space(space)), "--trials", "10", "--out", str(out), "--sampler", "random")
+    assert run.returncode == 0, run.stderr[-2000:]
+    df = load_results(out)
+    infeasible = df[df["state"] == "INFEASIBLE"]
+    assert len(df) == 10 and len(infeasible) >= 3
+    assert (infeasible["macs"] > 5_000).all() and infeasible["train_seconds"].isna().all()
+    assert (infeasible["reason"] == "max_macs").all()
+    assert (df[df["state"] == "COMPLETE"]["macs"] <= 5_000).all()
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    assert all(t.constraints["max_macs"] > 0 for t in study.trials if t.user_attrs.get("infeasible"))
+    assert set(pareto(df)["state"]) <= {"COMPLETE"}
+
+
+def test_diverging_trials_fail_with_reason_and_search_goes_on(tmp_path: Path, write_space) -> None:
+    space = tiny_space_dict(training={"epochs": 2, "lr": 1e30, "momentum": 0.0})
+    out = tmp_path / "out"
+    run = nasconv("search", str(write_space(space)), "--trials", "3", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    df = load_results(out)
+    assert (df["state"] == "FAIL").all() and len(df) == 3
+    assert df["reason"].str.contains("became").all()
+
+
+def test_trial_that_raises_is_reported_as_failed() -> None:
+    space = parse_space(tiny_space_dict())
+    arch = space.sample(0).to_dict()
+    arch["stages"][0].update(kind="het", options={"p": 3})  # 3 cannot divide the stem's channels
+    reports: list[dict] = []
+    import json
+
+    evaluate_trial(
+        {"arch": json.dumps(arch), "costs": {}},
+        {"space": json.dumps(space.spec.model_dump(mode="json")), "threads": 1},
+        reports.append,
+    )
+    assert reports == [{"failed": True, "reason": reports[0]["reason"]}]
+    assert reports[0]["reason"].startswith("ValueError: het p=3 must divide in_channels")
+
+
+def _wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting")
+
+
+def _complete_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path: Path, write_space) -> None:
+    space = write_space(tiny_space_dict(training={"epochs": 3}, dataset={"name": "synthetic", "samples": 600}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*NASCONV, "search", str(space), "--trials", "8", "--workers", "2", "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(lambda: _complete_count(out / "study.db") >= 2, timeout=180)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {t.number: t for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").trials}
+    finished_before = {n: t.values for n, t in before.items() if t.state.name == "COMPLETE"}
+    assert 2 <= len(finished_before) < 8
+
+    resumed = nasconv("search", str(space), "--trials", "8", "--workers", "2", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    after = {t.number: t for t in study.trials}
+    for number, values in finished_before.items():  # kept, untouched, not re-run
+        assert after[number].values == values and after[number].state.name == "COMPLETE"
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    interrupted = [t for t in study.trials if t.user_attrs.get("reason") == INTERRUPTED]
+    assert len(complete) == 8
+    assert all(t.state.name == "FAIL" for t in interrupted)
+    assert len(study.trials) == 8 + len(interrupted)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_results(tmp_path: Path, write_space) -> None:
+    space = write_space(tiny_space_dict(training={"epochs": 3}, dataset={"name": "synthetic", "samples": 600}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*NASCONV, "search", str(space), "--trials", "50", "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: _complete_count(out / "study.db") >= 2, timeout=180)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), stderr[-2000:]
+    df = pd.read_csv(out / "trials.csv")
+    assert (df["state"] == "COMPLETE").sum() >= 2
+    assert "RUNNING" not in set(df["state"])
+    assert len(df) < 50
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_cluster_on_loopback(tmp_path: Path, write_space) -> None:
+    # Ray rewrites 127.0.0.1 to the machine's outward address; 127.0.0.2 keeps every byte on loopback.
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    common = ["--node-ip-address=127.0.0.2", "--num-cpus=1", "--disable-usage-stats"]
+    head = subprocess.run(
+        [ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    try:
+        assert head.returncode == 0, head.stderr[-2000:]
+        worker = subprocess.run(
+            [ray, "start", f"--address=127.0.0.2:{port}", *common], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        out = tmp_path / "out"
+        space = write_space(tiny_space_dict(training={"epochs": 2}, dataset={"name": "synthetic", "samples": 900}))
+        run = nasconv(
+            "search",
+            str(space),
+            "--trials",
+            "6",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--address",
+            f"127.0.0.2:{port}",
+            env={"RAY_AUTH_MODE": "token"},
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+        assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
+        assert len({t.user_attrs["node"] for t in study.trials}) == 2  # both nodes ran trials
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "0"], "--trials: '0' must be at least 1"),
+        (["--sampler", "cmaes"], "invalid choice: 'cmaes'"),
+        (["--resume"], "no study 'tiny' to resume"),
+    ],
+)
+def test_bad_flags_fail_before_ray_with_one_line(tmp_path: Path, write_space, args: list, message: str) -> None:
+    run = nasconv("search", str(write_space(tiny_space_dict())), "--out", str(tmp_path / "o"), *args, timeout=60)
+    assert run.returncode == 2
+    assert message in run.stderr and run.stderr.strip().count("\n") == 0
+    assert "Traceback" not in run.stderr
+
+
+def test_bad_space_and_missing_dataset_fail_with_exit_2(tmp_path: Path, write_space) -> None:
+    bad = tiny_space_dict()
+    bad["stages"][0]["conv"]["het"]["p"] = 3
+    run = nasconv("search", str(write_space(bad)), "--out", str(tmp_path / "o"), timeout=60)
+    assert run.returncode == 2 and "stages[0].conv.het.p: 3 cannot build" in run.stderr
+    missing = tiny_space_dict(dataset={"name": "npz", "path": str(tmp_path / "none.npz")})
+    run = nasconv("search", str(write_space(missing)), "--out", str(tmp_path / "o"), timeout=60)
+    assert run.returncode == 2 and "none.npz does not exist" in run.stderr
+    assert not (tmp_path / "o").exists()

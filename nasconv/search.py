@@ -11,6 +11,7 @@ left RUNNING by a killed driver are marked failed and the remaining count is run
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -85,10 +86,8 @@ def _set_threads(threads: int) -> None:
     global _INTEROP_SET
     torch.set_num_threads(threads)
     if not _INTEROP_SET:
-        try:
+        with contextlib.suppress(RuntimeError):  # already set, or parallel work has started in this process
             torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set, or parallel work has started in this process
-            pass
         _INTEROP_SET = True
 
 

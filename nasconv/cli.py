@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from .errors import NasconvError
@@ -140,6 +141,88 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_folder(path: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise NasconvError(f"{folder}: no such results folder")
+    return folder
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report, print_report
+
+    folder = _results_folder(args.dir)
+    print_report(build_report(folder), folder)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .arch import Arch, build_model
+    from .export import FORMATS, Rule, export, pick_trial
+    from .results import load_results
+    from .space import load_space
+
+    folder = _results_folder(args.dir)
+    formats = [f.strip() for f in args.format.split(",")] if args.format else list(FORMATS)
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad:
+        raise NasconvError(f"--format: unknown format {bad[0]!r}; choose from {','.join(FORMATS)}")
+    df = load_results(folder)
+    rule = Rule(args.max_macs, args.max_params, args.max_latency_ms, args.min_accuracy)
+    choices = sum([args.trial is not None, args.knee, bool(rule)])
+    if choices != 1:
+        raise NasconvError(
+            "pick one trial: --trial N, --knee, or a rule (--max-macs/--max-params/--max-latency-ms/--min-accuracy)"
+        )
+    row = pick_trial(df, trial=args.trial, use_knee=args.knee, rule=rule)
+    arch = Arch.from_json(row["arch"])
+    number = int(row["number"])
+    shown = ", ".join(
+        f"{c} {row[c]:.4g}"
+        for c in ("accuracy", "macs", "params", "latency_ms")
+        if c in row and row[c] == row[c] and row[c] is not None
+    )
+    print(f"trial {number}: {arch.short()} ({shown})")
+    torch.manual_seed(args.seed)
+    model = build_model(arch)
+    if args.epochs:
+        from .data import load_data
+        from .train import train
+
+        space = load_space(folder / "space.yaml")
+        spec = space.spec
+        torch.set_num_threads(args.threads)
+        data = load_data(
+            spec.dataset,
+            spec.classes,
+            spec.input.channels,
+            spec.input.size,
+            spec.training.val_fraction,
+            spec.training.seed,
+        )
+        result, model = train(arch, data, spec.training.model_copy(update={"seed": args.seed}), epochs=args.epochs)
+        if result.failed:
+            raise NasconvError(f"retraining trial {number} failed: {result.reason}")
+        print(f"retrained {args.epochs} epochs from scratch: validation accuracy {result.accuracy:.4f}")
+    else:
+        print("weights: freshly initialised (the search keeps no weights); use --epochs N to train before export")
+    to = Path(args.to) if args.to else folder / "export" / f"trial-{number}"
+    report = export(arch, model, to, formats)
+    labels = {
+        "arch": "architecture",
+        "pt": "state_dict",
+        "onnx": "ONNX (onnxruntime)",
+        "ts": "TorchScript",
+        "py": "standalone model.py",
+    }
+    for fmt, (path, diff) in report.items():
+        check = "round-trips" if fmt == "arch" else f"max |diff| {diff:.2e} vs PyTorch"
+        print(f"  {path}  {labels[fmt]}: {check}  ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nasconv", description="Neural architecture search over convolution types.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -169,6 +252,26 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite study.db in --out)")
     se.add_argument("--quiet", action="store_true", help="no progress output")
     se.set_defaults(func=_cmd_search)
+
+    rp = sub.add_parser("report", help="Pareto table, plots and report.html from a results folder")
+    rp.add_argument("dir", help="results folder of a search (finished, running or interrupted)")
+    rp.set_defaults(func=_cmd_report)
+
+    ex = sub.add_parser("export", help="export one trial: arch.yaml, model.pt/.onnx/.ts/.py, verified")
+    ex.add_argument("dir", help="results folder of a search")
+    pick = ex.add_argument_group("which trial (one of)")
+    pick.add_argument("--trial", type=int)
+    pick.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
+    pick.add_argument("--max-macs", type=float)
+    pick.add_argument("--max-params", type=float)
+    pick.add_argument("--max-latency-ms", type=float)
+    pick.add_argument("--min-accuracy", type=float)
+    ex.add_argument("--epochs", type=_positive, help="retrain from scratch for N epochs before export")
+    ex.add_argument("--to", help="output folder (default DIR/export/trial-N)")
+    ex.add_argument("--format", help="comma-separated subset of arch,pt,onnx,ts,py (default all)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
+    ex.set_defaults(func=_cmd_export)
 
     tr = sub.add_parser("train", help="train one architecture on its space's dataset")
     tr.add_argument("arch", help="architecture file (arch.yaml from export, or JSON)")

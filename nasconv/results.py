@@ -98,6 +98,11 @@ def _minimised(df: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
     return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
 
 
+def sort_objective(objectives: Sequence[str]) -> str:
+    """Fronts are listed along the first cost objective (or the only objective)."""
+    return next((o for o in objectives if OBJECTIVES[o] == "minimize"), objectives[0])
+
+
 def pareto(df: pd.DataFrame, objectives: Sequence[str] | None = None) -> pd.DataFrame:
     """The non-dominated rows among completed, feasible, fully trained trials."""
     objectives = list(objectives or df.attrs.get("objectives") or [])
@@ -111,7 +116,7 @@ def pareto(df: pd.DataFrame, objectives: Sequence[str] | None = None) -> pd.Data
         keep[i] = not dominated_by.any()
     front = done[keep].copy()
     front = front.drop_duplicates(subset=objectives)
-    sort_by = next((o for o in objectives if OBJECTIVES[o] == "minimize"), objectives[0])
+    sort_by = sort_objective(objectives)
     front = front.sort_values(sort_by, ascending=OBJECTIVES[sort_by] == "minimize")
     front.attrs["objectives"] = objectives
     return front

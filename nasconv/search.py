@@ -152,8 +152,8 @@ def ray_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    node = ray.get_runtime_context().get_node_id()
-    evaluate_trial(config, context, lambda metrics: tune.report({**metrics, "node": node}))
+    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    evaluate_trial(config, context, lambda metrics: tune.report({**metrics, **where}))
 
 
 # ---------------------------------------------------------------- the searcher (runs in the driver)
@@ -246,7 +246,7 @@ def _make_searcher_class() -> type:
         def _tell(self, trial: optuna.Trial, result: dict[str, Any]) -> None:
             c = self.counters
             c.done += 1
-            for key in ("latency_ms", "train_seconds", "epoch", "node"):
+            for key in ("latency_ms", "train_seconds", "epoch", "node", "pid"):
                 if result.get(key) is not None:
                     trial.set_user_attr("epochs" if key == "epoch" else key, result[key])
             if result.get("reason"):
@@ -366,6 +366,11 @@ def open_or_create_study(space: Space, opts: SearchOptions) -> tuple[optuna.Stud
         study.sampler = make_sampler(opts.sampler, seed=opts.seed + len(study.trials), population=opts.population)
         return study, done
     opts.out.mkdir(parents=True, exist_ok=True)
+    if not opts.storage:  # write-ahead log: cheaper commits, and readers (dashboard, report) never block us
+        engine = optuna.storages.RDBStorage(url).engine
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        engine.dispose()
     study = optuna.create_study(
         study_name=space.name,
         storage=url,
@@ -463,7 +468,8 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True, sche
     """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
     check_available(space.spec.dataset)
     study, done_before = open_or_create_study(space, opts)
-    (opts.out / "space.yaml").write_text(space.to_yaml())
+    source = Path(space.source)
+    (opts.out / "space.yaml").write_text(source.read_text() if source.is_file() else space.to_yaml())
     (opts.out / "study.name").write_text(space.name + "\n")
     budget = max(0, opts.trials - done_before)
     if budget == 0:
@@ -478,15 +484,20 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True, sche
     workers = opts.workers or max(1, cluster_cpus // cpus)
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(workers)
 
-    last_plots = [0.0]
+    last_plots = [time.monotonic()]
     status: _Status
+    told = [0]
 
     def on_change() -> None:
-        now = time.monotonic()
-        df = write_results(study, opts.out, plots=now - last_plots[0] > 20)
-        if now - last_plots[0] > 20:
-            last_plots[0] = now
-        searcher.counters.pareto = len(pareto(df))
+        # the driver shares the CPUs with the trials: CSVs after every finished trial (cheap),
+        # plots at most once a minute, nothing when a trial merely starts
+        if searcher.counters.done != told[0]:
+            told[0] = searcher.counters.done
+            plots = time.monotonic() - last_plots[0] > 60
+            df = write_results(study, opts.out, plots=plots)
+            if plots:
+                last_plots[0] = time.monotonic()
+            searcher.counters.pareto = len(pareto(df))
         status.update()
 
     searcher = _make_searcher_class()(study, space, budget, space.spec.training.epochs, on_change)

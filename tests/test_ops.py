@@ -202,3 +202,11 @@ def test_bad_parameters_raise_value_error(kind: str, args: tuple, kw: dict, mess
 def test_registering_a_kind_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register("het")(type("Other", (ConvOp,), {}))
+
+
+def test_condconv_expert_sum_form_equals_grouped_form() -> None:
+    torch.manual_seed(0)
+    op = build_conv("cond", 6, 10, 3, 2, experts=3, bias=True)
+    torch.nn.init.normal_(op.bias)
+    x = torch.randn(4, 6, 9, 9)
+    torch.testing.assert_close(op._forward_expert_sum(x), op(x), rtol=1e-5, atol=1e-5)

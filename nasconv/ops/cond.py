@@ -3,7 +3,8 @@
 Each sample x gets its own kernel sum_e alpha_e(x) W_e with alpha = sigmoid(Linear(GAP(x))).
 The whole batch runs as one grouped convolution (groups = batch, per-sample kernels stacked),
 never a Python loop over samples. MACs per sample: routing M*E, kernel mixing E*N*M*k^2 and the
-convolution N*M*k^2 per output pixel. Params E*N*M*k^2 + M*E + E.
+convolution N*M*k^2 per output pixel. Params E*N*M*k^2 + M*E + E. ONNX export uses the
+equivalent expert-sum form (see ``_forward_expert_sum``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class CondConv(ConvOp):
         return torch.sigmoid(F.linear(x.mean((2, 3)), self.routing_weight, self.routing_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips only this exact form
+            if torch.onnx.is_in_onnx_export():
+                return self._forward_expert_sum(x)
         b, m, h, w = x.shape
         n, k = self.out_channels, self.kernel_size
         alpha = self.routing(x)
@@ -55,6 +59,16 @@ class CondConv(ConvOp):
         bias = None if self.bias is None else (alpha @ self.bias).view(-1)
         y = self.conv(x.reshape(1, b * m, h, w), kernels, groups=b, bias=bias)
         return y.view(b, n, y.shape[-2], y.shape[-1])
+
+    def _forward_expert_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_e alpha_e (W_e * x): the same function, with static weights. ONNX's Conv takes its group
+        count as a constant, so a graph cannot group by a dynamic batch; exports use this form (E x MACs)."""
+        n = self.out_channels
+        alpha = self.routing(x)
+        k = self.kernel_size
+        y = self.conv(x, self.weight.reshape(self.experts * n, self.in_channels, k, k))
+        y = (y.unflatten(1, (self.experts, n)) * alpha[:, :, None, None, None]).sum(1)
+        return y if self.bias is None else y + (alpha @ self.bias)[:, :, None, None]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", experts={self.experts}"

@@ -1,0 +1,276 @@
+"""``nasconv export``: carry one trial's architecture into deployment, verified.
+
+Writes arch.yaml, model.pt (state_dict), model.onnx, model.ts (TorchScript) and model.py (a
+standalone module file that needs torch only), then checks each format's output against the
+PyTorch model on random input. A failed check is an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import arch as arch_module
+from .arch import Arch, build_model, input_shape
+from .errors import NasconvError
+from .ops import base as ops_base
+from .ops import op_class
+from .results import knee, pareto
+
+FORMATS = ("arch", "pt", "onnx", "ts", "py")
+TOLERANCE = 1e-4
+
+
+class VerificationError(NasconvError):
+    """An exported format disagrees with the PyTorch model."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    max_macs: float | None = None
+    max_params: float | None = None
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+
+    def checks(self) -> list[tuple[str, str, float]]:
+        out = []
+        for name, column, sense in (
+            ("max_macs", "macs", "max"),
+            ("max_params", "params", "max"),
+            ("max_latency_ms", "latency_ms", "max"),
+            ("min_accuracy", "accuracy", "min"),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                out.append((column, sense, float(value)))
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.checks())
+
+
+def pick_trial(
+    df: pd.DataFrame, *, trial: int | None = None, use_knee: bool = False, rule: Rule | None = None
+) -> pd.Series:
+    """One trial by number, the knee, or the most accurate trained trial that meets ``rule``."""
+    objectives = df.attrs.get("objectives") or []
+    if trial is not None:
+        rows = df[df["number"] == trial]
+        if rows.empty:
+            raise NasconvError(f"no trial {trial} (trials are numbered 0..{len(df) - 1})")
+        row = rows.iloc[0]
+        if not isinstance(row["arch"], str):
+            raise NasconvError(f"trial {trial} has no architecture recorded (state {row['state']})")
+        return row
+    if use_knee:
+        return knee(df, objectives)
+    rule = rule or Rule()
+    trained = df[df["state"] == "COMPLETE"].copy()
+    if trained.empty:
+        raise NasconvError("no completed feasible trial to export yet")
+    ok = pd.Series(True, index=trained.index)
+    for column, sense, limit in rule.checks():
+        if column not in trained or trained[column].isna().all():
+            raise NasconvError(f"the study has no {column} figures to apply that rule to")
+        ok &= trained[column] <= limit if sense == "max" else trained[column] >= limit
+    if ok.any():
+        return trained[ok].sort_values("accuracy" if "accuracy" in trained else "number", ascending=False).iloc[0]
+    miss = pd.Series(0.0, index=trained.index)
+    for column, sense, limit in rule.checks():
+        over = (trained[column] - limit) / abs(limit) if sense == "max" else (limit - trained[column]) / abs(limit)
+        miss += over.clip(lower=0)
+    nearest = trained.assign(_miss=miss).sort_values("_miss").head(3)
+    cols = [c for c in ("accuracy", "macs", "params", "latency_ms") if c in nearest and nearest[c].notna().any()]
+    listing = "; ".join(
+        f"trial {int(r['number'])}: " + ", ".join(f"{c} {r[c]:.4g}" for c in cols) for _, r in nearest.iterrows()
+    )
+    raise NasconvError(f"no trained trial meets the rule; nearest: {listing}")
+
+
+# ---------------------------------------------------------------- standalone model.py
+
+_HEADER = '''"""Standalone network exported by nasconv: needs torch only.
+
+    from model import build_model
+    net = build_model()
+    net.load_state_dict(torch.load("model.pt", weights_only=True))
+
+Architecture: {short}
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_REGISTRY: dict = {{}}
+
+
+def register(kind):
+    def decorate(cls):
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return decorate
+
+
+def build_conv(kind, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, bias=False, **params):
+    return _REGISTRY[kind](in_channels, out_channels, kernel_size, stride, dilation, bias, **params)
+
+'''
+
+
+def _source(obj: Any) -> str:
+    return inspect.getsource(obj).rstrip() + "\n\n"
+
+
+def standalone_source(arch: Arch) -> str:
+    """Python source of a torch-only module file that defines exactly ``build_model(arch)``."""
+    kinds = ["standard", *sorted({s.kind for s in arch.stages} - {"standard"})]
+    parts = [
+        _HEADER.format(short=arch.short()),
+        _source(ops_base._positive_int),
+        _source(ops_base.kaiming_),
+        _source(ops_base.ConvOp),
+    ]
+    for kind in kinds:
+        module = sys.modules[op_class(kind).__module__]
+        helpers = [
+            obj
+            for name, obj in vars(module).items()
+            if inspect.isfunction(obj) and obj.__module__ == module.__name__ and not name.startswith("het_ref")
+        ]
+        parts += [_source(h) for h in helpers]
+        parts.append(_source(op_class(kind)))
+    acts = ", ".join(f'"{k}": nn.{v.__name__}' for k, v in arch_module.ACTIVATIONS.items())
+    parts.append(f"ACTIVATIONS = {{{acts}}}\n\n")
+    parts += [_source(arch_module.SqueezeExcite), _source(arch_module.Block), _source(arch_module.Net)]
+    data = arch.to_dict()
+    stages = ",\n    ".join(f"SimpleNamespace(**{s!r})" for s in data.pop("stages"))
+    parts.append(f"ARCH = SimpleNamespace(**{data!r}, stages=[\n    {stages},\n])\n\n")
+    parts.append(
+        "def build_model() -> nn.Module:\n    return Net(ARCH)\n\n\n"
+        'if __name__ == "__main__":\n'
+        "    from pathlib import Path\n\n"
+        "    net = build_model().eval()\n"
+        '    weights = Path(__file__).with_name("model.pt")\n'
+        "    if weights.exists():\n"
+        "        net.load_state_dict(torch.load(weights, weights_only=True))\n"
+        f"    x = torch.randn(1, {arch.input_channels}, {arch.input_size}, {arch.input_size})\n"
+        "    print(net(x).softmax(-1))\n"
+    )
+    return "".join(parts)
+
+
+def _load_module(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"nasconv_export_{abs(hash(path))}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- export + verification
+
+
+def _max_diff(a: torch.Tensor, b: Any) -> float:
+    return float((a - torch.as_tensor(b)).abs().max())
+
+
+def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (x,),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            dynamo=True,
+            verbose=False,
+        )
+        program.save(str(path))
+
+
+def export(
+    arch: Arch, model: nn.Module, to: str | Path, formats: Sequence[str] = FORMATS, *, batch: int = 2, seed: int = 0
+) -> dict[str, Any]:
+    """Write the formats to ``to`` and verify each against ``model``; returns {format: (path, max |diff|)}."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise NasconvError(f"unknown export format {unknown[0]!r}; known: {', '.join(FORMATS)}")
+    to = Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    x = torch.randn(input_shape(arch, batch), generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        reference = model(x)
+    report: dict[str, Any] = {}
+    if "arch" in formats:
+        path = arch.save(to / "arch.yaml")
+        from .arch import load_arch
+
+        if load_arch(path) != arch:
+            raise VerificationError(f"{path}: does not round-trip")
+        report["arch"] = (path, 0.0)
+    if "pt" in formats:
+        path = to / "model.pt"
+        torch.save(model.state_dict(), path)
+        again = build_model(arch).eval()
+        again.load_state_dict(torch.load(path, weights_only=True))
+        with torch.inference_mode():
+            report["pt"] = (path, _max_diff(reference, again(x)))
+    if "ts" in formats:
+        path = to / "model.ts"
+        try:
+            scripted = torch.jit.script(model)
+        except Exception as exc:  # noqa: BLE001 - report which op TorchScript refused
+            raise VerificationError(f"TorchScript could not compile the model: {str(exc).splitlines()[0]}") from None
+        scripted.save(str(path))
+        loaded = torch.jit.load(str(path))
+        with torch.inference_mode():
+            report["ts"] = (path, _max_diff(reference, loaded(x)))
+    if "onnx" in formats:
+        path = to / "model.onnx"
+        import onnxruntime as ort
+
+        _export_onnx(model, x, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        report["onnx"] = (path, _max_diff(reference, session.run(None, {"input": x.numpy()})[0]))
+    if "py" in formats:
+        path = to / "model.py"
+        path.write_text(standalone_source(arch))
+        standalone = _load_module(path).build_model().eval()
+        standalone.load_state_dict(model.state_dict())
+        with torch.inference_mode():
+            report["py"] = (path, _max_diff(reference, standalone(x)))
+    for path, diff in report.values():
+        if not math.isfinite(diff) or diff > TOLERANCE:
+            raise VerificationError(f"{path}: output differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})")
+    return report
+
+
+def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
+    return pareto(df, df.attrs.get("objectives"))

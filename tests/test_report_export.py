@@ -1,0 +1,236 @@
+"""Report and export on a real (small) study, built once per module without Ray: the same
+searcher bookkeeping is exercised by tests/test_search.py; here the study is filled through the
+public trial evaluation so report/export see exactly what a search stores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from nasconv.arch import Arch, build_model, load_arch
+from nasconv.export import Rule, pick_trial, standalone_source
+from nasconv.report import _hv, hypervolume
+from nasconv.results import knee, load_results, pareto, write_results
+from nasconv.search import SearchOptions, evaluate_trial, open_or_create_study, static_costs, violations
+from nasconv.space import parse_space
+
+from .conftest import tiny_space_dict
+
+NASCONV = [sys.executable, "-m", "nasconv.cli"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study of 10 trained trials, 2 infeasible and 1 failed, as a search stores them."""
+    folder = tmp_path_factory.mktemp("results")
+    data = tiny_space_dict(constraints={"max_params": 600})
+    space = parse_space(data, source="tiny.yaml")
+    (folder / "space.yaml").write_text(space.to_yaml())
+    opts = SearchOptions(
+        trials=13,
+        workers=1,
+        seed=0,
+        sampler="random",
+        population=4,
+        out=folder,
+        storage=None,
+        resume=False,
+        address=None,
+    )
+    study, _ = open_or_create_study(space, opts)
+    (folder / "study.name").write_text("tiny\n")
+    context = {"space": json.dumps(space.spec.model_dump(mode="json")), "threads": 1}
+    trained = infeasible = 0
+    for _ in range(200):
+        if trained >= 10 and infeasible >= 2:
+            break
+        trial = study.ask()
+        arch = space.suggest(trial)
+        costs = static_costs(arch)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("short", arch.short())
+        for k, v in costs.items():
+            trial.set_user_attr(k, v)
+        last: dict = {}
+        evaluate_trial({"arch": arch.to_json(), "costs": costs}, context, last.update)
+        for key, value in violations(space, costs).items():
+            trial.set_constraint(key, value)
+        if last.get("infeasible"):
+            infeasible += 1
+            trial.set_user_attr("infeasible", True)
+            trial.set_user_attr("reason", last["reason"])
+        else:
+            trained += 1
+            trial.set_user_attr("train_seconds", last["train_seconds"])
+            trial.set_user_attr("epochs", last["epoch"])
+        study.tell(trial, [last["accuracy"], last["macs"]])
+    assert trained >= 10 and infeasible >= 2
+    failed = study.ask()
+    space.suggest(failed)
+    failed.set_user_attr("reason", "loss became nan at epoch 1 step 3")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    write_results(study, folder)
+    return folder
+
+
+def test_pareto_and_knee_follow_the_definitions(results: Path) -> None:
+    df = load_results(results)
+    front = pareto(df)
+    done = df[df["state"] == "COMPLETE"]
+    numbers = set(front["number"])
+    for _, row in done.iterrows():
+        dominated = (
+            (done["accuracy"] >= row["accuracy"])
+            & (done["macs"] <= row["macs"])
+            & ((done["accuracy"] > row["accuracy"]) | (done["macs"] < row["macs"]))
+        ).any()
+        same = ((front["accuracy"] == row["accuracy"]) & (front["macs"] == row["macs"])).any()
+        if dominated:
+            assert row["number"] not in numbers
+        else:
+            assert row["number"] in numbers or same
+    assert knee(df)["number"] in set(front["number"])
+    assert set(front["state"]) == {"COMPLETE"}
+    assert list(front["macs"]) == sorted(front["macs"])
+
+
+def test_hypervolume_exact_on_known_fronts() -> None:
+    assert _hv(np.array([[0.0, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(1.0)
+    assert _hv(np.array([[0.0, 0.5], [0.5, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(0.75)
+    assert _hv(np.array([[0.5, 0.5, 0.5]]), np.array([1.0, 1.0, 1.0])) == pytest.approx(0.125)
+    df = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE"] * 2, "accuracy": [0.5, 0.9], "macs": [10.0, 20.0]})
+    assert hypervolume(df, ["accuracy", "macs"]) > hypervolume(df.iloc[:1], ["accuracy", "macs"])
+
+
+def test_report_command_writes_every_view(results: Path) -> None:
+    def snapshot() -> list:
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'study.db'}")
+        return [(t.number, t.state, t.values, t.params, t.user_attrs, t.system_attrs) for t in study.trials]
+
+    before = snapshot()
+    run = subprocess.run([*NASCONV, "report", str(results)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    df = load_results(results)
+    infeasible = (df["state"] == "INFEASIBLE").sum()
+    assert "◀ knee" in run.stdout and f"{infeasible} infeasible, 1 failed" in run.stdout
+    for name in (
+        "report.html",
+        "pareto.png",
+        "pareto.html",
+        "hypervolume.png",
+        "kinds.png",
+        "importance.png",
+        "trials.csv",
+        "pareto.csv",
+    ):
+        assert (results / name).stat().st_size > 0, name
+    page = (results / "report.html").read_text()
+    for text in (
+        "Hypervolume over trials",
+        "Conv kind per stage",
+        "Parameter importance",
+        "infeasible",
+        "loss became nan",
+    ):
+        assert text in page
+    assert snapshot() == before  # read-only on the record
+
+
+def test_pick_trial_by_number_knee_and_rule(results: Path) -> None:
+    df = load_results(results)
+    done = df[df["state"] == "COMPLETE"]
+    limit = float(done["macs"].median())
+    row = pick_trial(df, rule=Rule(max_macs=limit))
+    assert row["macs"] <= limit
+    assert row["accuracy"] == done[done["macs"] <= limit]["accuracy"].max()
+    assert pick_trial(df, use_knee=True)["number"] == knee(df)["number"]
+    assert pick_trial(df, trial=int(done["number"].iloc[0]))["number"] == done["number"].iloc[0]
+    with pytest.raises(Exception, match="no trained trial meets the rule; nearest: trial"):
+        pick_trial(df, rule=Rule(min_accuracy=1.5))
+
+
+def test_export_writes_and_verifies_every_format(results: Path, tmp_path: Path) -> None:
+    to = tmp_path / "exp"
+    run = subprocess.run(
+        [*NASCONV, "export", str(results), "--knee", "--epochs", "1", "--to", str(to)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "validation accuracy" in run.stdout
+    assert run.stdout.count(" ok") == 5
+    arch = load_arch(to / "arch.yaml")
+    model = build_model(arch).eval()
+    model.load_state_dict(torch.load(to / "model.pt", weights_only=True))
+    x = torch.randn(3, arch.input_channels, arch.input_size, arch.input_size)
+    import onnxruntime as ort
+
+    onnx_out = ort.InferenceSession(str(to / "model.onnx")).run(None, {"input": x.numpy()})[0]
+    with torch.inference_mode():
+        ref = model(x)
+        torch.testing.assert_close(torch.from_numpy(onnx_out), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.jit.load(str(to / "model.ts"))(x), ref, atol=1e-4, rtol=1e-4)
+    # model.py runs with torch alone, in a fresh interpreter that cannot import nasconv
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys; sys.modules['nasconv'] = None; "
+            f"sys.path.insert(0, {str(to)!r}); import model, torch; "
+            "n = model.build_model(); n.load_state_dict(torch.load("
+            f"{str(to / 'model.pt')!r}, weights_only=True)); print(n.eval()(torch.zeros(1, "
+            f"{arch.input_channels}, {arch.input_size}, {arch.input_size})).shape)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "torch.Size([1, 3])" in check.stdout
+
+
+@pytest.mark.parametrize("kind", ["standard", "group", "dsc", "het", "ghost", "cond"])
+def test_every_kind_exports_standalone_and_torchscript(kind: str, tmp_path: Path) -> None:
+    from nasconv.export import export
+
+    space = parse_space(tiny_space_dict())
+    params = {name: choices[-1] for name, choices in space.genes()}
+    params["s0.kind"] = kind
+    arch = space.decode(params)
+    assert arch.stages[0].kind == kind
+    report = export(arch, build_model(arch), tmp_path, ["py", "ts", "onnx"])
+    assert set(report) == {"py", "ts", "onnx"}
+    assert "import nasconv" not in standalone_source(arch)
+
+
+def test_export_errors_are_one_line(results: Path) -> None:
+    run = subprocess.run(
+        [*NASCONV, "export", str(results), "--trial", "999"], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 2 and "no trial 999" in run.stderr and run.stderr.count("\n") == 1
+    run = subprocess.run(
+        [*NASCONV, "export", str(results), "--knee", "--format", "pt,tflite"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "unknown format 'tflite'" in run.stderr
+    run = subprocess.run([*NASCONV, "report", str(results / "nope")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "no such results folder" in run.stderr
+
+
+def test_load_results_api(results: Path) -> None:
+    df = load_results(results)
+    assert df.attrs["objectives"] == ["accuracy", "macs"]
+    assert {"INFEASIBLE", "FAIL", "COMPLETE"} <= set(df["state"])
+    assert isinstance(Arch.from_json(df["arch"].dropna().iloc[0]), Arch)

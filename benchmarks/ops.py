@@ -18,7 +18,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved_medians  # noqa: E402
 
-from nasconv.cost import profile  # noqa: E402
 from nasconv.ops import build_conv, het_reference_forward  # noqa: E402
 
 
@@ -75,7 +74,7 @@ def main() -> None:
         )
 
     dense = times["standard"]
-    macs = {name: profile(op, (c, s, s)).macs for name, op in ops.items()}
+    macs = {name: op.count_macs((1, c, s, s)) for name, op in ops.items()}
     print(f"batch {b}, {c}->{c} channels, {s}x{s}, kernel 3, {args.threads} thread(s), device {dev}")
     print(f"{'kind':<22}{'ms':>9}{'x standard':>12}{'MACs x std':>12}")
     for name, t in times.items():

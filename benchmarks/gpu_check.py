@@ -62,9 +62,11 @@ def main() -> None:
         assert d < 1e-4
 
     def arch(kind: str, **options: int) -> Arch:
-        stages = (StageArch(kind, 32, 2, 1, 3, 1, tuple(options.items())),
-                  StageArch(kind, 64, 2, 2, 3, 1, tuple(options.items())),
-                  StageArch(kind, 128, 2, 2, 3, 1, tuple(options.items())))
+        stages = (
+            StageArch(kind, 32, 2, 1, 3, 1, tuple(options.items())),
+            StageArch(kind, 64, 2, 2, 3, 1, tuple(options.items())),
+            StageArch(kind, 128, 2, 2, 3, 1, tuple(options.items())),
+        )
         return Arch(3, 32, 10, 32, stages)
 
     print("\nlatency on CUDA, batch 1 and 64, 3x32x32 input, median of 50 after 10 warm-up (ms):")
@@ -73,12 +75,16 @@ def main() -> None:
         start = time.perf_counter()
         meds = []
         for batch in (1, 64):
-            runs = [measure_latency(model, (batch, 3, 32, 32), device="cuda", warmup=10, repeats=50).median_ms
-                    for _ in range(3)]
+            runs = [
+                measure_latency(model, (batch, 3, 32, 32), device="cuda", warmup=10, repeats=50).median_ms
+                for _ in range(3)
+            ]
             meds.append(runs)
         spread = max(max(r) / min(r) for r in meds)
-        print(f"{kind:<9} b1 {min(meds[0]):7.3f}  b64 {min(meds[1]):7.3f}  (3 repeats agree within "
-              f"{(spread - 1) * 100:.1f}%, {time.perf_counter() - start:.1f}s)")
+        print(
+            f"{kind:<9} b1 {min(meds[0]):7.3f}  b64 {min(meds[1]):7.3f}  (3 repeats agree within "
+            f"{(spread - 1) * 100:.1f}%, {time.perf_counter() - start:.1f}s)"
+        )
     print("\nGPU CHECK OK")
 
 

@@ -33,8 +33,9 @@ def main() -> None:
     torch.set_num_threads(1)
     space = load_space(args.space)
     spec = space.spec
-    data = load_data(spec.dataset, spec.classes, spec.input.channels, spec.input.size, spec.training.val_fraction,
-                     spec.training.seed)
+    data = load_data(
+        spec.dataset, spec.classes, spec.input.channels, spec.input.size, spec.training.val_fraction, spec.training.seed
+    )
     proxy_epochs = spec.training.epochs
     rows = []
     start = time.perf_counter()
@@ -43,12 +44,17 @@ def main() -> None:
         short, _ = train(arch, data, spec.training)
         long, _ = train(arch, data, spec.training, epochs=args.long)
         rows.append((arch.short(), short.accuracy, long.accuracy, short.train_seconds, long.train_seconds))
-        print(f"{i:>2} {arch.short():<40} proxy {short.accuracy:.4f} ({short.train_seconds:.1f}s)  "
-              f"long {long.accuracy:.4f} ({long.train_seconds:.1f}s)", flush=True)
+        print(
+            f"{i:>2} {arch.short():<40} proxy {short.accuracy:.4f} ({short.train_seconds:.1f}s)  "
+            f"long {long.accuracy:.4f} ({long.train_seconds:.1f}s)",
+            flush=True,
+        )
     rho, p = spearmanr([r[1] for r in rows], [r[2] for r in rows])
-    print(f"\nSpearman rho, proxy ({proxy_epochs} epochs) vs long ({args.long} epochs), {len(rows)} architectures: "
-          f"{rho:.3f} (p={p:.3g}); proxy costs {sum(r[3] for r in rows) / sum(r[4] for r in rows):.1%} of the long "
-          f"budget; {time.perf_counter() - start:.0f}s in all")
+    print(
+        f"\nSpearman rho, proxy ({proxy_epochs} epochs) vs long ({args.long} epochs), {len(rows)} architectures: "
+        f"{rho:.3f} (p={p:.3g}); proxy costs {sum(r[3] for r in rows) / sum(r[4] for r in rows):.1%} of the long "
+        f"budget; {time.perf_counter() - start:.0f}s in all"
+    )
 
 
 if __name__ == "__main__":

@@ -150,14 +150,24 @@ class Block(nn.Module):
         return x + y if self.residual else y
 
 
+def make_stem(in_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Sequential:
+    """standard conv -> BatchNorm -> ReLU."""
+    return nn.Sequential(
+        build_conv("standard", in_channels, out_channels, kernel, stride),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def make_head(channels: int, classes: int, dropout: float = 0.0) -> nn.Sequential:
+    """global average pool -> dropout -> linear classifier."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(channels, classes))
+
+
 class Net(nn.Module):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            build_conv("standard", arch.input_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride),
-            nn.BatchNorm2d(arch.stem_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = make_stem(arch.input_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride)
         blocks: list[nn.Module] = []
         channels = arch.stem_channels
         for stage in arch.stages:
@@ -165,13 +175,10 @@ class Net(nn.Module):
                 blocks.append(Block(stage, channels, stage.stride if index == 0 else 1))
                 channels = stage.channels
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(arch.dropout)
-        self.classifier = nn.Linear(channels, arch.classes)
+        self.head = make_head(channels, arch.classes, arch.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.blocks(self.stem(x))).flatten(1)
-        return self.classifier(self.dropout(x))
+        return self.head(self.blocks(self.stem(x)))
 
 
 def build_model(arch: Arch) -> nn.Module:

@@ -132,6 +132,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         resume=args.resume,
         address=args.address,
         storage=args.storage,
+        early_stopping=args.early_stopping,
+        time_budget_s=args.time_budget,
     )
     df = run_search(space, opts, progress=not args.quiet)
     print(f"{space.name}: {summarise(df)}")
@@ -223,6 +225,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile_device(args: argparse.Namespace) -> int:
+    from .latency import profile_device
+    from .space import load_space
+
+    space = load_space(args.space)
+    table = profile_device(
+        space,
+        args.out,
+        threads=args.threads,
+        batch=args.batch,
+        backend=args.backend,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        calibrate=args.calibrate,
+        progress=not args.quiet,
+    )
+    cal = table.calibration or {}
+    print(
+        f"{args.out}: {len(table.entries)} blocks ({table.settings['backend']}, {args.threads} thread(s), "
+        f"batch {args.batch}) on {table.machine['processor']}"
+    )
+    if cal:
+        print(
+            f"calibration on {cal['models']} models: latency = {table.scale:.3f} x sum of blocks "
+            f"{table.offset_ms:+.3f} ms; median error {cal['median_ape']:.1%} (plain sum {cal['raw_median_ape']:.1%})"
+        )
+    print(f"use it with  latency: {{table: {args.out}}}  in the space file")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nasconv", description="Neural architecture search over convolution types.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -250,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--resume", action="store_true", help="continue the study already in --out")
     se.add_argument("--address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     se.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite study.db in --out)")
+    se.add_argument("--early-stopping", choices=["none", "mo-asha"], help="overrides search.early_stopping")
+    se.add_argument("--time-budget", type=float, help="stop after this many seconds (running trials end)")
     se.add_argument("--quiet", action="store_true", help="no progress output")
     se.set_defaults(func=_cmd_search)
 
@@ -272,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
     ex.set_defaults(func=_cmd_export)
+
+    pd_ = sub.add_parser("profile-device", help="measure a latency lookup table for a space on this machine")
+    pd_.add_argument("space")
+    pd_.add_argument("--out", required=True, help="table file (JSON); an existing one is completed, not redone")
+    pd_.add_argument("--threads", type=_positive, default=1)
+    pd_.add_argument("--batch", type=_positive, default=1)
+    pd_.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    pd_.add_argument("--warmup", type=_positive, default=10)
+    pd_.add_argument("--repeats", type=_positive, default=30)
+    pd_.add_argument("--calibrate", type=int, default=20, help="random models measured end to end to calibrate")
+    pd_.add_argument("--quiet", action="store_true")
+    pd_.set_defaults(func=_cmd_profile_device)
 
     tr = sub.add_parser("train", help="train one architecture on its space's dataset")
     tr.add_argument("arch", help="architecture file (arch.yaml from export, or JSON)")

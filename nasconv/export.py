@@ -160,7 +160,16 @@ def standalone_source(arch: Arch) -> str:
         parts.append(_source(op_class(kind)))
     acts = ", ".join(f'"{k}": nn.{v.__name__}' for k, v in arch_module.ACTIVATIONS.items())
     parts.append(f"ACTIVATIONS = {{{acts}}}\n\n")
-    parts += [_source(arch_module.SqueezeExcite), _source(arch_module.Block), _source(arch_module.Net)]
+    parts += [
+        _source(obj)
+        for obj in (
+            arch_module.SqueezeExcite,
+            arch_module.Block,
+            arch_module.make_stem,
+            arch_module.make_head,
+            arch_module.Net,
+        )
+    ]
     data = arch.to_dict()
     stages = ",\n    ".join(f"SimpleNamespace(**{s!r})" for s in data.pop("stages"))
     parts.append(f"ARCH = SimpleNamespace(**{data!r}, stages=[\n    {stages},\n])\n\n")

@@ -104,9 +104,10 @@ def sort_objective(objectives: Sequence[str]) -> str:
 
 
 def pareto(df: pd.DataFrame, objectives: Sequence[str] | None = None) -> pd.DataFrame:
-    """The non-dominated rows among completed, feasible, fully trained trials."""
+    """The non-dominated rows among feasible trained trials. Early-stopped trials compete with their
+    last (partial) values and, when non-dominated, stay in the front flagged by state STOPPED."""
     objectives = list(objectives or df.attrs.get("objectives") or [])
-    done = df[df["state"] == "COMPLETE"].dropna(subset=objectives)
+    done = df[df["state"].isin(["COMPLETE", "STOPPED"])].dropna(subset=objectives)
     if done.empty:
         return done
     points = _minimised(done, objectives)

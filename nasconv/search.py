@@ -28,6 +28,7 @@ from .arch import Arch, build_model, input_shape
 from .cost import measure_latency, profile
 from .data import check_available
 from .errors import NasconvError
+from .latency import LatencyTable
 from .results import STORAGE_FILE, STUDY_FILE, pareto, storage_url, trials_frame, write_results
 from .space import Space, parse_space
 
@@ -62,9 +63,32 @@ def violations(space: Space, costs: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def static_costs(arch: Arch) -> dict[str, float]:
+def static_costs(arch: Arch, table: LatencyTable | None = None) -> dict[str, float]:
+    """Costs known before training: params, MACs, FLOPs, and latency when a lookup table predicts it."""
     prof = profile(build_model(arch), input_shape(arch))
-    return {"params": prof.params, "macs": prof.macs, "flops": prof.flops}
+    costs: dict[str, float] = {"params": prof.params, "macs": prof.macs, "flops": prof.flops}
+    if table is not None:
+        costs["latency_ms"] = table.predict(arch)
+    return costs
+
+
+def latency_table(space: Space) -> LatencyTable | None:
+    """The space's lookup table (path relative to the space file), checked to cover every block."""
+    name = space.spec.latency.table
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    beside = Path(space.source).parent / path
+    if not path.is_absolute() and beside.is_file():
+        path = beside
+    table = LatencyTable.load(path)
+    missing = table.missing(space)
+    if missing:
+        raise NasconvError(
+            f"{path}: lacks {len(missing)} of the space's blocks; run "
+            f"nasconv profile-device {space.source} --out {path} (measured entries are reused)"
+        )
+    return table
 
 
 def measured_latency(space: Space, arch: Arch, model: Any = None) -> float:
@@ -112,7 +136,7 @@ def evaluate_trial(config: dict[str, Any], context: dict[str, Any], report: Call
         _set_threads(context["threads"])
         arch = Arch.from_json(config["arch"])
         costs = dict(config["costs"])
-        if needs_latency(space):
+        if needs_latency(space) and "latency_ms" not in costs:
             costs["latency_ms"] = measured_latency(space, arch)
         base = {**costs, "accuracy": 0.0, "epoch": 0, "train_seconds": 0.0}
         broken = {k: v for k, v in violations(space, costs).items() if v > 0}
@@ -179,9 +203,16 @@ def _make_searcher_class() -> type:
         """Ray Tune searcher over a persistent Optuna study (ask/tell in the driver)."""
 
         def __init__(
-            self, study: optuna.Study, space: Space, budget: int, epochs: int, on_change: Callable[[], None]
+            self,
+            study: optuna.Study,
+            space: Space,
+            budget: int,
+            epochs: int,
+            on_change: Callable[[], None],
+            table: LatencyTable | None = None,
         ) -> None:
             super().__init__(metric=None, mode=None)
+            self.table = table
             self.study = study
             self.space = space
             self.budget = budget
@@ -206,14 +237,14 @@ def _make_searcher_class() -> type:
                 self.asked += 1
                 trial = self.study.ask()
                 arch = self.space.suggest(trial)
-                costs = static_costs(arch)
+                costs = static_costs(arch, self.table)
                 trial.set_user_attr("arch", arch.to_json())
                 trial.set_user_attr("short", arch.short())
                 for key, value in costs.items():
                     trial.set_user_attr(key, value)
                 broken = {k: v for k, v in violations(self.space, costs).items() if v > 0}
                 if broken:  # over a static limit: record, never schedule
-                    if needs_latency(self.space):
+                    if needs_latency(self.space) and "latency_ms" not in costs:
                         costs["latency_ms"] = measured_latency(self.space, arch)
                     self._tell(
                         trial, {**costs, "accuracy": 0.0, "infeasible": True, "reason": ", ".join(sorted(broken))}
@@ -295,6 +326,8 @@ class SearchOptions:
     resume: bool
     address: str | None
     cpus_per_trial: int = 1
+    early_stopping: str = "none"
+    time_budget_s: float | None = None
 
 
 def resolve_options(
@@ -308,6 +341,8 @@ def resolve_options(
     resume: bool = False,
     address: str | None = None,
     storage: str | None = None,
+    early_stopping: str | None = None,
+    time_budget_s: float | None = None,
 ) -> SearchOptions:
     s = space.spec.search
     return SearchOptions(
@@ -320,6 +355,8 @@ def resolve_options(
         storage=storage,
         resume=resume,
         address=address or os.environ.get("RAY_ADDRESS") or None,
+        early_stopping=early_stopping or s.early_stopping,
+        time_budget_s=time_budget_s,
     )
 
 
@@ -464,9 +501,10 @@ def _trial_name(trial: Any) -> str:
     return f"trial-{trial.config.get('number', trial.trial_id)}"
 
 
-def run_search(space: Space, opts: SearchOptions, *, progress: bool = True, scheduler: Any = None) -> Any:
+def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> Any:
     """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
     check_available(space.spec.dataset)
+    table = latency_table(space)
     study, done_before = open_or_create_study(space, opts)
     source = Path(space.source)
     (opts.out / "space.yaml").write_text(source.read_text() if source.is_file() else space.to_yaml())
@@ -500,11 +538,17 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True, sche
             searcher.counters.pareto = len(pareto(df))
         status.update()
 
-    searcher = _make_searcher_class()(study, space, budget, space.spec.training.epochs, on_change)
+    searcher = _make_searcher_class()(study, space, budget, space.spec.training.epochs, on_change, table)
     status = _Status(searcher.counters, progress)
     import json
 
     context = {"space": json.dumps(space.spec.model_dump(mode="json")), "threads": cpus}
+    scheduler = None
+    if opts.early_stopping == "mo-asha":
+        from .schedulers import make_mo_asha
+
+        s = space.spec.search
+        scheduler = make_mo_asha(space.objectives, space.spec.training.epochs, s.grace_epochs, s.reduction)
     trainable = tune.with_resources(tune.with_parameters(ray_trial, context=context), {"cpu": cpus})
     tuner = tune.Tuner(
         trainable,
@@ -516,6 +560,7 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True, sche
             scheduler=scheduler,
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
+            time_budget_s=opts.time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -166,6 +166,8 @@ class SearchSpec(Strict):
     population: int = Field(default=10, ge=2)
     seed: int = 0
     early_stopping: Literal["none", "mo-asha"] = "none"
+    grace_epochs: int = Field(default=1, ge=1, description="mo-asha: first rung")
+    reduction: int = Field(default=3, ge=2, description="mo-asha: keep 1/reduction at each rung")
 
 
 class TrainingSpec(Strict):
@@ -185,6 +187,7 @@ class LatencySpec(Strict):
     batch: int = Field(default=1, ge=1)
     warmup: int = Field(default=5, ge=0)
     repeats: int = Field(default=20, ge=1)
+    table: str | None = Field(default=None, description="latency lookup table from nasconv profile-device")
 
 
 class SpaceSpec(Strict):

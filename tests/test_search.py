@@ -256,3 +256,18 @@ def test_bad_space_and_missing_dataset_fail_with_exit_2(tmp_path: Path, write_sp
     run = nasconv("search", str(write_space(missing)), "--out", str(tmp_path / "o"), timeout=60)
     assert run.returncode == 2 and "none.npz does not exist" in run.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_mo_asha_stops_trials_early_and_records_them(tmp_path: Path, write_space) -> None:
+    space = tiny_space_dict(
+        training={"epochs": 3},
+        search={"trials": 9, "population": 3, "seed": 1, "early_stopping": "mo-asha", "reduction": 2},
+    )
+    out = tmp_path / "out"
+    run = nasconv("search", str(write_space(space)), "--out", str(out), "--workers", "1", "--sampler", "random")
+    assert run.returncode == 0, run.stderr[-2000:]
+    df = load_results(out)
+    stopped = df[df["state"] == "STOPPED"]
+    assert len(df) == 9 and len(stopped) >= 1
+    assert (stopped["epochs"] < 3).all() and (df[df["state"] == "COMPLETE"]["epochs"] == 3).all()
+    assert set(pareto(df)["state"]) <= {"COMPLETE", "STOPPED"}

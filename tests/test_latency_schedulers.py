@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasconv.arch import build_model
+from nasconv.errors import NasconvError
+from nasconv.latency import LatencyTable, arch_parts, build_part, percent_errors, profile_device, space_parts
+from nasconv.schedulers import make_mo_asha, non_dominated_ranks, promotable, rungs
+from nasconv.search import latency_table, static_costs
+from nasconv.space import load_space, parse_space
+
+from .conftest import SPACES, tiny_space_dict
+
+
+def test_space_parts_cover_every_drawn_architecture() -> None:
+    space = load_space(SPACES / "digits.yaml")
+    parts = set(space_parts(space))
+    for seed in range(200):
+        assert set(arch_parts(space.sample(seed))) <= parts
+
+
+def test_parts_build_and_chain_like_the_model() -> None:
+    arch = load_space(SPACES / "digits.yaml").sample(5)
+    model = build_model(arch).eval()
+    x = torch.randn(1, 1, 16, 16)
+    for key in arch_parts(arch):
+        module, shape = build_part(key)
+        assert tuple(x.shape[1:]) == shape
+        x = module.eval()(x)
+    assert x.shape == model(torch.randn(1, 1, 16, 16)).shape
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    space = parse_space(tiny_space_dict(), source="tiny.yaml")
+    path = tmp_path_factory.mktemp("lut") / "device.json"
+    profile_device(space, path, warmup=1, repeats=3, calibrate=6, progress=False)
+    return path, space
+
+
+def test_profile_device_measures_every_block_and_calibrates(tiny_table) -> None:
+    path, space = tiny_table
+    table = LatencyTable.load(path)
+    assert not table.missing(space)
+    assert all(e["median_ms"] > 0 for e in table.entries.values())
+    assert table.calibration["models"] == 6 and table.scale > 0
+    assert table.machine["torch"] == torch.__version__ and table.settings["backend"] == "torch"
+    arch = space.sample(1)
+    raw = sum(table.entries[k]["median_ms"] for k in arch_parts(arch))
+    assert table.predict(arch) == pytest.approx(table.scale * raw + table.offset_ms)
+    assert table.predict(arch) == table.predict(arch)  # deterministic
+
+
+def test_profile_device_reuses_measured_entries(tiny_table, tmp_path: Path) -> None:
+    path, space = tiny_table
+    copy = tmp_path / "device.json"
+    copy.write_text(path.read_text())
+    data = json.loads(copy.read_text())
+    dropped = sorted(data["entries"])[0]
+    del data["entries"][dropped]
+    copy.write_text(json.dumps(data))
+    start = time.perf_counter()
+    table = profile_device(space, copy, warmup=1, repeats=3, calibrate=0, progress=False)
+    assert time.perf_counter() - start < 30
+    before = json.loads(path.read_text())["entries"]
+    same = [k for k in before if k != dropped and table.entries[k] == before[k]]
+    assert len(same) == len(before) - 1  # every other entry kept as measured
+    assert dropped in table.entries
+
+
+def test_space_with_table_predicts_latency_and_checks_coverage(tiny_table, tmp_path: Path, write_space) -> None:
+    path, _ = tiny_table
+    data = tiny_space_dict(objectives=["accuracy", "latency_ms"], latency={"table": str(path)})
+    space = load_space(write_space(data))
+    table = latency_table(space)
+    arch = space.sample(3)
+    assert static_costs(arch, table)["latency_ms"] == table.predict(arch)
+    data["stages"][0]["channels"] = [8, 16, 32]
+    bigger = load_space(write_space(data, "bigger.yaml"))
+    with pytest.raises(NasconvError, match="lacks .* of the space's blocks; run nasconv profile-device"):
+        latency_table(bigger)
+
+
+def test_onnxruntime_backend_measures_parts(tmp_path: Path) -> None:
+    space = parse_space(
+        tiny_space_dict(
+            stages=[{"stride": 2, "channels": 8, "conv": {"het": {"p": 4}, "cond": {}}}], stem={"channels": 8}
+        )
+    )
+    table = profile_device(
+        space, tmp_path / "ort.json", backend="onnxruntime", warmup=1, repeats=3, calibrate=3, progress=False
+    )
+    assert len(table.entries) == len(space_parts(space)) and table.settings["backend"] == "onnxruntime"
+
+
+def test_percent_errors() -> None:
+    e = percent_errors([1.0, 1.1, 2.0], [1.0, 1.0, 1.0])
+    assert e["median"] == pytest.approx(0.1) and e["within_10"] == pytest.approx(2 / 3)
+
+
+def test_non_dominated_ranks() -> None:
+    points = [[0, 3], [1, 1], [3, 0], [2, 2], [4, 4]]
+    assert non_dominated_ranks(points) == [0, 0, 0, 1, 2]
+
+
+def test_cheap_moderate_trial_is_promoted_where_accuracy_alone_cuts_it() -> None:
+    # (-accuracy, MACs): three accurate expensive trials, then a cheap less accurate one
+    recorded = [[-0.95, 9e6], [-0.94, 8e6], [-0.93, 8.5e6], [-0.80, 1e6]]
+    assert promotable(recorded, 3, keep=2)
+    by_accuracy = sorted(range(4), key=lambda i: recorded[i][0])[:2]
+    assert 3 not in by_accuracy
+    assert not promotable(recorded + [[-0.90, 9.5e6]], 4, keep=2)  # dominated: cut
+
+
+def test_scheduler_rungs_and_decisions() -> None:
+    from ray.tune.schedulers import TrialScheduler
+
+    assert rungs(9, 1, 3) == [1, 3] and rungs(3, 1, 3) == [1]
+    scheduler = make_mo_asha(["accuracy", "macs"], max_epochs=9, grace=1, reduction=3)
+    decisions = [
+        scheduler.on_trial_result(None, None, {"epoch": 1, "accuracy": acc, "macs": macs})
+        for acc, macs in [(0.9, 5e6), (0.8, 6e6), (0.7, 7e6), (0.6, 8e6), (0.95, 1e6), (0.5, 9e6)]
+    ]
+    assert decisions[:2] == [TrialScheduler.CONTINUE] * 2  # too few to judge
+    assert decisions[4] == TrialScheduler.CONTINUE  # dominates everything
+    assert decisions[5] == TrialScheduler.STOP
+    assert scheduler.on_trial_result(None, None, {"epoch": 2, "accuracy": 0.1, "macs": 1e9}) == "CONTINUE"
+    assert scheduler.on_trial_result(None, None, {"epoch": 1, "failed": True}) == "CONTINUE"
+    assert not math.isnan(scheduler.stopped)

@@ -28,6 +28,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return number
+
+
 def _cmd_ops(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -283,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     se.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite study.db in --out)")
     se.add_argument("--early-stopping", choices=["none", "mo-asha"], help="overrides search.early_stopping")
-    se.add_argument("--time-budget", type=float, help="stop after this many seconds (running trials end)")
+    se.add_argument("--time-budget", type=_positive_float, help="stop after this many seconds (running trials end)")
     se.add_argument("--quiet", action="store_true", help="no progress output")
     se.set_defaults(func=_cmd_search)
 

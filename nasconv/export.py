@@ -25,7 +25,7 @@ from .arch import Arch, build_model, input_shape
 from .errors import NasconvError
 from .ops import base as ops_base
 from .ops import op_class
-from .results import knee, pareto
+from .results import knee
 
 FORMATS = ("arch", "pt", "onnx", "ts", "py")
 TOLERANCE = 1e-4
@@ -279,7 +279,3 @@ def export(
         if not math.isfinite(diff) or diff > TOLERANCE:
             raise VerificationError(f"{path}: output differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})")
     return report
-
-
-def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
-    return pareto(df, df.attrs.get("objectives"))

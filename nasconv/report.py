@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .results import OBJECTIVES, knee, open_study, pareto, sort_objective, write_results
+from .results import OBJECTIVES, knee, open_study, pareto, pareto_figure, sort_objective, write_results
 
 
 def _minimisation(df: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
@@ -186,15 +186,14 @@ def build_report(folder: str | Path) -> dict[str, Any]:
 
     figures = []
     if not front.empty:
-        figures.append(("The Pareto front", (folder / "pareto.html").name, None))
+        figures.append(("The Pareto front", pareto_figure(df, objectives)))
         _png_hypervolume(hist, folder / "hypervolume.png")
-        figures.append(("Hypervolume over trials", None, px.line(hist, x="trial", y="hypervolume", line_shape="hv")))
+        figures.append(("Hypervolume over trials", px.line(hist, x="trial", y="hypervolume", line_shape="hv")))
     if not usage.empty:
         _png_kinds(usage, folder / "kinds.png")
         figures.append(
             (
                 "Conv kind per stage: Pareto front vs all trained trials",
-                None,
                 px.bar(usage, x="kind", y="share", color="group", barmode="group", facet_col="stage"),
             )
         )
@@ -203,34 +202,18 @@ def build_report(folder: str | Path) -> dict[str, Any]:
         figures.append(
             (
                 "Parameter importance per objective (fANOVA)",
-                None,
                 px.bar(imp, x="importance", y="gene", color="objective", orientation="h", barmode="group"),
             )
         )
-    from .results import plot_pareto_html
-
     parts = [
         f"<h1>nasconv report: {html.escape(study.study_name)}</h1>",
         f"<p>{len(df)} trials: "
         + ", ".join(f"{n} {s.lower()}" for s, n in df["state"].value_counts().items())
         + f". Objectives: {', '.join(objectives)}.</p>",
     ]
-    first = True
-    for title, _, fig in figures:
+    for index, (title, fig) in enumerate(figures):
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        if fig is None:
-            tmp = folder / ".front.html"
-            plot_pareto_html(df, objectives, tmp)
-            import plotly.io as pio  # noqa: F401
-
-            text = tmp.read_text()
-            tmp.unlink()
-            body = text[text.find("<body>") + 6 : text.rfind("</body>")]
-            parts.append(body)
-            first = False
-            continue
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
-        first = False
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=index == 0))
     shown = ["number", *objectives, "params", "macs", "short"]
     parts.append("<h2>Pareto-optimal trials</h2>" + _table_html(front[[c for c in dict.fromkeys(shown)]]))
     bad = df[df["state"].isin(["FAIL", "INFEASIBLE", "STOPPED"])]

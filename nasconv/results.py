@@ -199,6 +199,12 @@ def plot_pareto_png(df: pd.DataFrame, objectives: Sequence[str], path: Path, tit
 
 
 def plot_pareto_html(df: pd.DataFrame, objectives: Sequence[str], path: Path, title: str = "") -> Path:
+    pareto_figure(df, objectives, title).write_html(path, include_plotlyjs=True, full_html=True)
+    return path
+
+
+def pareto_figure(df: pd.DataFrame, objectives: Sequence[str], title: str = "") -> Any:
+    """Interactive front: every trained/infeasible trial, the front highlighted, the arch on hover."""
     import plotly.express as px
 
     objectives = list(objectives)
@@ -232,8 +238,7 @@ def plot_pareto_html(df: pd.DataFrame, objectives: Sequence[str], path: Path, ti
             labels={c: _label(c) for c in objectives},
             title=title,
         )
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
-    return path
+    return fig
 
 
 def write_results(study: Any, folder: str | Path, *, plots: bool = True) -> pd.DataFrame:

@@ -21,8 +21,9 @@ from pathlib import Path
 import optuna
 import torch
 
-from nasconv.search import evaluate_trial, resolve_options, run_search, static_costs
+from nasconv.search import resolve_options, run_search, static_costs
 from nasconv.space import load_space
+from nasconv.trial import evaluate_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 

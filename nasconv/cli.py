@@ -248,6 +248,7 @@ def _cmd_profile_device(args: argparse.Namespace) -> int:
         backend=args.backend,
         warmup=args.warmup,
         repeats=args.repeats,
+        rounds=args.rounds,
         calibrate=args.calibrate,
         progress=not args.quiet,
     )
@@ -258,8 +259,10 @@ def _cmd_profile_device(args: argparse.Namespace) -> int:
     )
     if cal:
         print(
-            f"calibration on {cal['models']} models: latency = {table.scale:.3f} x sum of blocks "
-            f"{table.offset_ms:+.3f} ms; median error {cal['median_ape']:.1%} (plain sum {cal['raw_median_ape']:.1%})"
+            f"calibration on {cal['models']} models: per-type scales "
+            + ", ".join(f"{t} {v:.2f}" for t, v in sorted((table.scales or {}).items()))
+            + f", offset {table.offset_ms:+.3f} ms; median error {cal['median_ape']:.1%} "
+            f"(plain sum {cal['raw_median_ape']:.1%})"
         )
     print(f"use it with  latency: {{table: {args.out}}}  in the space file")
     return 0
@@ -324,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--batch", type=_positive, default=1)
     pd_.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     pd_.add_argument("--warmup", type=_positive, default=10)
-    pd_.add_argument("--repeats", type=_positive, default=30)
+    pd_.add_argument("--repeats", type=_positive, default=30, help="timed runs per measurement")
+    pd_.add_argument("--rounds", type=_positive, default=5, help="passes over all blocks; each keeps its fastest")
     pd_.add_argument("--calibrate", type=int, default=20, help="random models measured end to end to calibrate")
     pd_.add_argument("--quiet", action="store_true")
     pd_.set_defaults(func=_cmd_profile_device)

@@ -42,7 +42,7 @@ class Profile:
 
 
 def _count_op(module: ConvOp, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-    module.total_ops += module.count_macs(tuple(inputs[0].shape))
+    module.__dict__["total_ops"] += module.count_macs(tuple(inputs[0].shape))  # thop keeps a plain int there
 
 
 def _zero(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

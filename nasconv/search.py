@@ -11,8 +11,6 @@ left RUNNING by a killed driver are marked failed and the remaining count is run
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import os
 import sys
@@ -25,14 +23,14 @@ from typing import Any
 import optuna
 
 from .arch import Arch, build_model, input_shape
-from .cost import measure_latency, profile
+from .cost import profile
 from .data import check_available
 from .errors import NasconvError
 from .latency import LatencyTable
 from .results import STORAGE_FILE, STUDY_FILE, pareto, storage_url, trials_frame, write_results
-from .space import Space, parse_space
+from .space import Space
+from .trial import measured_latency, needs_latency, ray_trial, violations
 
-CONSTRAINT_KEYS = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
 INTERRUPTED = "interrupted: the search stopped before this trial finished"
 
 
@@ -47,20 +45,6 @@ def make_sampler(name: str, *, seed: int, population: int) -> optuna.samplers.Ba
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise NasconvError(f"unknown sampler {name!r}; known: nsga2, nsga3, tpe, random")
-
-
-def needs_latency(space: Space) -> bool:
-    return "latency_ms" in space.objectives or space.spec.constraints.max_latency_ms is not None
-
-
-def violations(space: Space, costs: dict[str, float]) -> dict[str, float]:
-    """Constraint values in Optuna's convention (<= 0 feasible): value / limit - 1."""
-    out = {}
-    for key, metric in CONSTRAINT_KEYS.items():
-        limit = getattr(space.spec.constraints, key)
-        if limit is not None and metric in costs:
-            out[key] = costs[metric] / limit - 1.0
-    return out
 
 
 def static_costs(arch: Arch, table: LatencyTable | None = None) -> dict[str, float]:
@@ -89,95 +73,6 @@ def latency_table(space: Space) -> LatencyTable | None:
             f"nasconv profile-device {space.source} --out {path} (measured entries are reused)"
         )
     return table
-
-
-def measured_latency(space: Space, arch: Arch, model: Any = None) -> float:
-    lat = space.spec.latency
-    model = model if model is not None else build_model(arch)
-    return measure_latency(
-        model, input_shape(arch, lat.batch), threads=lat.threads, warmup=lat.warmup, repeats=lat.repeats
-    ).median_ms
-
-
-# ---------------------------------------------------------------- the trial (runs in a Ray worker)
-
-_INTEROP_SET = False
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    global _INTEROP_SET
-    torch.set_num_threads(threads)
-    if not _INTEROP_SET:
-        with contextlib.suppress(RuntimeError):  # already set, or parallel work has started in this process
-            torch.set_num_interop_threads(1)
-        _INTEROP_SET = True
-
-
-@functools.lru_cache(maxsize=8)
-def _space_from_json(text: str) -> Space:
-    import json
-
-    return parse_space(json.loads(text))
-
-
-def evaluate_trial(config: dict[str, Any], context: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
-    """Cost, check and proxy-train one architecture, reporting every objective at every epoch.
-
-    Never raises: a failure is reported as ``failed`` with its reason.
-    """
-    try:
-        from .data import load_data
-        from .train import train
-
-        space = _space_from_json(context["space"])
-        spec = space.spec
-        _set_threads(context["threads"])
-        arch = Arch.from_json(config["arch"])
-        costs = dict(config["costs"])
-        if needs_latency(space) and "latency_ms" not in costs:
-            costs["latency_ms"] = measured_latency(space, arch)
-        base = {**costs, "accuracy": 0.0, "epoch": 0, "train_seconds": 0.0}
-        broken = {k: v for k, v in violations(space, costs).items() if v > 0}
-        if broken:
-            report({**base, "infeasible": True, "reason": ", ".join(sorted(broken))})
-            return
-        data = load_data(
-            spec.dataset,
-            spec.classes,
-            spec.input.channels,
-            spec.input.size,
-            spec.training.val_fraction,
-            spec.training.seed,
-        )
-
-        def on_epoch(e: Any) -> None:
-            report(
-                {**base, "accuracy": e.accuracy, "val_loss": e.loss, "epoch": e.epoch, "train_seconds": e.train_seconds}
-            )
-
-        result, _ = train(arch, data, spec.training, on_epoch=on_epoch)
-        if result.failed:
-            report(
-                {
-                    **base,
-                    "epoch": result.epochs,
-                    "train_seconds": result.train_seconds,
-                    "failed": True,
-                    "reason": result.reason,
-                }
-            )
-    except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash of the search
-        report({"failed": True, "reason": f"{type(exc).__name__}: {exc}"[:500]})
-
-
-def ray_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
-    import ray
-    from ray import tune
-
-    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-    evaluate_trial(config, context, lambda metrics: tune.report({**metrics, **where}))
 
 
 # ---------------------------------------------------------------- the searcher (runs in the driver)
@@ -393,11 +288,13 @@ def open_or_create_study(space: Space, opts: SearchOptions) -> tuple[optuna.Stud
                 f"{opts.out}: the space's genes changed since this study began; resume needs the "
                 f"same space (or start a new search with --out)"
             )
-        for t in study.get_trials(
-            deepcopy=False, states=[optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING]
-        ):
-            study._storage.set_trial_user_attr(t._trial_id, "reason", INTERRUPTED)
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        assert storage is not None
+        study_id = storage.get_study_id_from_name(space.name)
+        stale = [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING]
+        for t in study.get_trials(deepcopy=False, states=stale):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            storage.set_trial_user_attr(trial_id, "reason", INTERRUPTED)
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
         done = sum(_counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
         # a resumed sampler must not replay the random stream of the first run
         study.sampler = make_sampler(opts.sampler, seed=opts.seed + len(study.trials), population=opts.population)
@@ -592,7 +489,6 @@ def summarise(df: Any) -> str:
 
 __all__ = [
     "SearchOptions",
-    "evaluate_trial",
     "make_sampler",
     "open_or_create_study",
     "resolve_options",

@@ -101,7 +101,7 @@ def _kind_options_model(kind: str) -> type[Strict]:
 
 
 KIND_OPTIONS: dict[str, type[Strict]] = {kind: _kind_options_model(kind) for kind in CONV_KINDS}
-ConvSection = create_model(
+ConvSection = create_model(  # type: ignore[call-overload]
     "ConvSection", __base__=Strict, **{kind: (model | None, None) for kind, model in KIND_OPTIONS.items()}
 )
 

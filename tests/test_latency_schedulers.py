@@ -49,11 +49,13 @@ def test_profile_device_measures_every_block_and_calibrates(tiny_table) -> None:
     table = LatencyTable.load(path)
     assert not table.missing(space)
     assert all(e["median_ms"] > 0 for e in table.entries.values())
-    assert table.calibration["models"] == 6 and table.scale > 0
+    assert table.calibration["models"] == 6 and all(v > 0 for v in table.scales.values())
     assert table.machine["torch"] == torch.__version__ and table.settings["backend"] == "torch"
     arch = space.sample(1)
-    raw = sum(table.entries[k]["median_ms"] for k in arch_parts(arch))
-    assert table.predict(arch) == pytest.approx(table.scale * raw + table.offset_ms)
+    features = table.features(arch)
+    assert sum(features.values()) == pytest.approx(sum(table.entries[k]["median_ms"] for k in arch_parts(arch)))
+    expected = sum(table.scales.get(t, 1.0) * v for t, v in features.items()) + table.offset_ms
+    assert table.predict(arch) == pytest.approx(expected)
     assert table.predict(arch) == table.predict(arch)  # deterministic
 
 

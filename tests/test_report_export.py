@@ -19,8 +19,9 @@ from nasconv.arch import Arch, build_model, load_arch
 from nasconv.export import Rule, pick_trial, standalone_source
 from nasconv.report import _hv, hypervolume
 from nasconv.results import knee, load_results, pareto, write_results
-from nasconv.search import SearchOptions, evaluate_trial, open_or_create_study, static_costs, violations
+from nasconv.search import SearchOptions, open_or_create_study, static_costs
 from nasconv.space import parse_space
+from nasconv.trial import evaluate_trial, violations
 
 from .conftest import tiny_space_dict
 

@@ -18,8 +18,9 @@ import pytest
 
 from nasconv.arch import Arch, build_model
 from nasconv.results import load_results, pareto
-from nasconv.search import INTERRUPTED, evaluate_trial, static_costs
+from nasconv.search import INTERRUPTED, static_costs
 from nasconv.space import parse_space
+from nasconv.trial import evaluate_trial
 
 from .conftest import tiny_space_dict
 

@@ -30,6 +30,10 @@ def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
 
 @register("het")
 class HetConv(ConvOp):
+    _dense_kxk: torch.Tensor
+    _dense_one: torch.Tensor
+    _one_by_one: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,

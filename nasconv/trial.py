@@ -1,0 +1,120 @@
+"""One trial, as it runs inside a Ray worker: cost, check and proxy-train an architecture.
+
+Kept apart from :mod:`nasconv.search` so that a worker process imports only what a trial needs
+(torch, the space schema, the trainer) and not Optuna, pandas or the plotting stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .arch import Arch, build_model, input_shape
+from .cost import measure_latency
+from .space import Space, parse_space
+
+CONSTRAINT_KEYS = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
+
+
+def needs_latency(space: Space) -> bool:
+    return "latency_ms" in space.objectives or space.spec.constraints.max_latency_ms is not None
+
+
+def violations(space: Space, costs: dict[str, float]) -> dict[str, float]:
+    """Constraint values in Optuna's convention (<= 0 feasible): value / limit - 1."""
+    out = {}
+    for key, metric in CONSTRAINT_KEYS.items():
+        limit = getattr(space.spec.constraints, key)
+        if limit is not None and metric in costs:
+            out[key] = costs[metric] / limit - 1.0
+    return out
+
+
+def measured_latency(space: Space, arch: Arch, model: Any = None) -> float:
+    lat = space.spec.latency
+    model = model if model is not None else build_model(arch)
+    return measure_latency(
+        model, input_shape(arch, lat.batch), threads=lat.threads, warmup=lat.warmup, repeats=lat.repeats
+    ).median_ms
+
+
+_INTEROP_SET = False
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    global _INTEROP_SET
+    torch.set_num_threads(threads)
+    if not _INTEROP_SET:
+        with contextlib.suppress(RuntimeError):  # already set, or parallel work has started in this process
+            torch.set_num_interop_threads(1)
+        _INTEROP_SET = True
+
+
+@functools.lru_cache(maxsize=8)
+def _space_from_json(text: str) -> Space:
+
+    return parse_space(json.loads(text))
+
+
+def evaluate_trial(config: dict[str, Any], context: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
+    """Cost, check and proxy-train one architecture, reporting every objective at every epoch.
+
+    Never raises: a failure is reported as ``failed`` with its reason.
+    """
+    try:
+        from .data import load_data
+        from .train import train
+
+        space = _space_from_json(context["space"])
+        spec = space.spec
+        _set_threads(context["threads"])
+        arch = Arch.from_json(config["arch"])
+        costs = dict(config["costs"])
+        if needs_latency(space) and "latency_ms" not in costs:
+            costs["latency_ms"] = measured_latency(space, arch)
+        base = {**costs, "accuracy": 0.0, "epoch": 0, "train_seconds": 0.0}
+        broken = {k: v for k, v in violations(space, costs).items() if v > 0}
+        if broken:
+            report({**base, "infeasible": True, "reason": ", ".join(sorted(broken))})
+            return
+        data = load_data(
+            spec.dataset,
+            spec.classes,
+            spec.input.channels,
+            spec.input.size,
+            spec.training.val_fraction,
+            spec.training.seed,
+        )
+
+        def on_epoch(e: Any) -> None:
+            report(
+                {**base, "accuracy": e.accuracy, "val_loss": e.loss, "epoch": e.epoch, "train_seconds": e.train_seconds}
+            )
+
+        result, _ = train(arch, data, spec.training, on_epoch=on_epoch)
+        if result.failed:
+            report(
+                {
+                    **base,
+                    "epoch": result.epochs,
+                    "train_seconds": result.train_seconds,
+                    "failed": True,
+                    "reason": result.reason,
+                }
+            )
+    except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash of the search
+        report({"failed": True, "reason": f"{type(exc).__name__}: {exc}"[:500]})
+
+
+def ray_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
+    import ray
+    from ray import tune
+
+    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    evaluate_trial(config, context, lambda metrics: tune.report({**metrics, **where}))

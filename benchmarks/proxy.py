@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from nasconv.data import load_data
+from nasconv.data import space_data
 from nasconv.space import load_space
 from nasconv.train import train
 
@@ -33,9 +33,7 @@ def main() -> None:
     torch.set_num_threads(1)
     space = load_space(args.space)
     spec = space.spec
-    data = load_data(
-        spec.dataset, spec.classes, spec.input.channels, spec.input.size, spec.training.val_fraction, spec.training.seed
-    )
+    data = space_data(spec)
     proxy_epochs = spec.training.epochs
     rows = []
     start = time.perf_counter()

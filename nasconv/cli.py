@@ -91,7 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .arch import build_model, load_arch
     from .cost import profile
-    from .data import load_data
+    from .data import space_data
     from .space import load_space
     from .train import train
 
@@ -105,9 +105,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     torch.set_num_threads(args.threads)
     training = spec.training.model_copy(update={"seed": args.seed} if args.seed is not None else {})
-    data = load_data(
-        spec.dataset, spec.classes, spec.input.channels, spec.input.size, training.val_fraction, training.seed
-    )
+    data = space_data(spec)  # the space's own split: --seed changes the training run, not the validation set
     prof = profile(build_model(arch), (spec.input.channels, spec.input.size, spec.input.size))
     print(
         f"{arch.short()}: {prof.params:,} params, {prof.macs:,} MACs; training {args.epochs} epochs on "
@@ -200,20 +198,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = build_model(arch)
     if args.epochs:
-        from .data import load_data
+        from .data import space_data
         from .train import train
 
         space = load_space(folder / "space.yaml")
         spec = space.spec
         torch.set_num_threads(args.threads)
-        data = load_data(
-            spec.dataset,
-            spec.classes,
-            spec.input.channels,
-            spec.input.size,
-            spec.training.val_fraction,
-            spec.training.seed,
-        )
+        data = space_data(spec)
         result, model = train(arch, data, spec.training.model_copy(update={"seed": args.seed}), epochs=args.epochs)
         if result.failed:
             raise NasconvError(f"retraining trial {number} failed: {result.reason}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NasconvError
-from .space import DatasetSpec
+from .space import DatasetSpec, SpaceSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -204,3 +204,10 @@ def load_data(
     yt = torch.from_numpy(y)
     tr, va = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
     return Data(xt[tr].contiguous(), yt[tr], xt[va].contiguous(), yt[va], classes, spec.name)
+
+
+def space_data(spec: SpaceSpec) -> Data:
+    """The dataset a space names, at its input size, split by its training settings (cached)."""
+    return load_data(
+        spec.dataset, spec.classes, spec.input.channels, spec.input.size, spec.training.val_fraction, spec.training.seed
+    )

@@ -16,12 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .results import OBJECTIVES, knee, open_study, pareto, pareto_figure, sort_objective, write_results
-
-
-def _minimisation(df: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
-    cols = [-df[o].to_numpy(float) if OBJECTIVES[o] == "maximize" else df[o].to_numpy(float) for o in objectives]
-    return np.stack(cols, axis=1)
+from .results import _minimised, knee, open_study, pareto, pareto_figure, sort_objective, write_results
 
 
 def _hv(points: np.ndarray, reference: np.ndarray) -> float:
@@ -46,7 +41,7 @@ def normalisation(df: pd.DataFrame, objectives: Sequence[str]) -> tuple[np.ndarr
     """(low, high) per objective in minimisation form, over every trained trial: HV is computed on
     objectives scaled to [0, 1] with the reference point at 1.1 in every axis."""
     done = df[df["state"].isin(["COMPLETE", "STOPPED"])].dropna(subset=list(objectives))
-    pts = _minimisation(done, objectives)
+    pts = _minimised(done, objectives)
     low, high = pts.min(axis=0), pts.max(axis=0)
     for i, name in enumerate(objectives):
         if name == "accuracy":
@@ -62,7 +57,7 @@ def hypervolume(
     if front.empty:
         return 0.0
     low, high = scale or normalisation(df, objectives)
-    pts = (_minimisation(front, objectives) - low) / (high - low)
+    pts = (_minimised(front, objectives) - low) / (high - low)
     return _hv(pts, np.full(len(objectives), 1.1))
 
 

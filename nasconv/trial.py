@@ -68,7 +68,7 @@ def evaluate_trial(config: dict[str, Any], context: dict[str, Any], report: Call
     Never raises: a failure is reported as ``failed`` with its reason.
     """
     try:
-        from .data import load_data
+        from .data import space_data
         from .train import train
 
         space = _space_from_json(context["space"])
@@ -83,14 +83,7 @@ def evaluate_trial(config: dict[str, Any], context: dict[str, Any], report: Call
         if broken:
             report({**base, "infeasible": True, "reason": ", ".join(sorted(broken))})
             return
-        data = load_data(
-            spec.dataset,
-            spec.classes,
-            spec.input.channels,
-            spec.input.size,
-            spec.training.val_fraction,
-            spec.training.seed,
-        )
+        data = space_data(spec)
 
         def on_epoch(e: Any) -> None:
             report(

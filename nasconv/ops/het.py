@@ -30,10 +30,6 @@ def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
 
 @register("het")
 class HetConv(ConvOp):
-    _dense_kxk: torch.Tensor
-    _dense_one: torch.Tensor
-    _one_by_one: torch.Tensor
-
     def __init__(
         self,
         in_channels: int,
@@ -76,8 +72,8 @@ class HetConv(ConvOp):
         """The equivalent dense (N, M, k, k) kernel (zeros where the paper has no weight)."""
         n, m, k = self.out_channels, self.in_channels, self.kernel_size
         w = self.weight_kxk.new_zeros(n * m * k * k)
-        w = w.index_put((self._dense_kxk,), self.weight_kxk.reshape(-1))
-        w = w.index_put((self._dense_one,), self.weight_1x1.reshape(-1))
+        w = w.index_put((self._dense_kxk,), self.weight_kxk.reshape(-1))  # type: ignore[arg-type]
+        w = w.index_put((self._dense_one,), self.weight_1x1.reshape(-1))  # type: ignore[arg-type]
         return w.view(n, m, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +90,7 @@ class HetConv(ConvOp):
         g = self.conv(xs, wk, groups=p)
         oh, ow = g.shape[-2:]
         g = g.view(b, p, n // p, oh, ow).transpose(1, 2).reshape(b, n, oh, ow)
-        w1 = self.weight_1x1.new_zeros(n * m).index_put((self._one_by_one,), self.weight_1x1.reshape(-1))
+        w1 = self.weight_1x1.new_zeros(n * m).index_put((self._one_by_one,), self.weight_1x1.reshape(-1))  # type: ignore[arg-type]
         return F.conv2d(x, w1.view(n, m, 1, 1), self.bias, self.stride).add_(g)
 
     def extra_repr(self) -> str:

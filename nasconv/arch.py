@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch import nn
 
-from .errors import NasconvError
+from .errors import NasconvError, read_yaml
 from .ops import build_conv
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
@@ -100,13 +100,7 @@ class Arch:
 
 def load_arch(path: str | Path) -> Arch:
     """Read an architecture written by ``Arch.save`` / ``nasconv export`` (YAML or JSON)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NasconvError(f"{path}: architecture file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise NasconvError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "architecture file")
     if isinstance(data, dict) and isinstance(data.get("arch"), dict):
         data = data["arch"]
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -186,7 +187,7 @@ def machine_description() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .results import _minimised, knee, open_study, pareto, pareto_figure, sort_objective, write_results
+from .results import _minimised, knee, open_study, pareto, pareto_figure, png_figure, sort_objective, write_results
 
 
 def _hv(points: np.ndarray, reference: np.ndarray) -> float:
@@ -108,57 +108,34 @@ def importances(study: Any, objectives: Sequence[str]) -> pd.DataFrame:
 
 
 def _png_hypervolume(hist: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(hist["trial"], hist["hypervolume"], drawstyle="steps-post")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("hypervolume (scaled objectives)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with png_figure(path, 1, 1, (6, 3.6)) as (_, axes):
+        ax = axes[0][0]
+        ax.plot(hist["trial"], hist["hypervolume"], drawstyle="steps-post")
+        ax.set_xlabel("trial")
+        ax.set_ylabel("hypervolume (scaled objectives)")
+        ax.grid(alpha=0.3)
 
 
 def _png_kinds(usage: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stages = sorted(usage["stage"].unique())
-    fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3.4), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        table = usage[usage["stage"] == stage].pivot_table(
-            index="kind", columns="group", values="share", fill_value=0.0
-        )
-        table.plot.bar(ax=ax, rot=30)
-        ax.set_title(stage)
-        ax.set_ylabel("share of trials")
-        ax.set_xlabel("")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with png_figure(path, 1, len(stages), (4, 3.4)) as (_, axes):
+        for ax, stage in zip(axes[0], stages):
+            table = usage[usage["stage"] == stage].pivot_table(
+                index="kind", columns="group", values="share", fill_value=0.0
+            )
+            table.plot.bar(ax=ax, rot=30)
+            ax.set_title(stage)
+            ax.set_ylabel("share of trials")
+            ax.set_xlabel("")
 
 
 def _png_importance(imp: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     objectives = list(imp["objective"].unique())
-    fig, axes = plt.subplots(1, len(objectives), figsize=(5 * len(objectives), 4), squeeze=False)
-    for ax, name in zip(axes[0], objectives):
-        part = imp[imp["objective"] == name].sort_values("importance").tail(12)
-        ax.barh(part["gene"], part["importance"])
-        ax.set_title(f"importance for {name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with png_figure(path, 1, len(objectives), (5, 4)) as (_, axes):
+        for ax, name in zip(axes[0], objectives):
+            part = imp[imp["objective"] == name].sort_values("importance").tail(12)
+            ax.barh(part["gene"], part["importance"])
+            ax.set_title(f"importance for {name}")
 
 
 def _table_html(df: pd.DataFrame) -> str:

@@ -5,8 +5,9 @@ Everything here reads the Optuna study (the record) and never writes to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,12 +140,24 @@ def _label(name: str) -> str:
     return {"macs": "MACs", "flops": "FLOPs", "params": "parameters", "latency_ms": "latency (ms)"}.get(name, name)
 
 
-def plot_pareto_png(df: pd.DataFrame, objectives: Sequence[str], path: Path, title: str = "") -> Path:
+@contextlib.contextmanager
+def png_figure(path: Path, rows: int, cols: int, panel: tuple[float, float]) -> Iterator[tuple[Any, Any]]:
+    """A (figure, axes grid) on the headless backend, laid out and saved to ``path`` on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def plot_pareto_png(df: pd.DataFrame, objectives: Sequence[str], path: Path, title: str = "") -> Path:
     objectives = list(objectives)
     front = pareto(df, objectives)
     done = df[df["state"].isin(["COMPLETE", "STOPPED"])].dropna(subset=objectives)
@@ -158,7 +171,15 @@ def plot_pareto_png(df: pd.DataFrame, objectives: Sequence[str], path: Path, tit
         pairs = [("number", objectives[0])]
     cols = min(3, len(pairs))
     rows = -(-len(pairs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.3 * rows), squeeze=False)
+    with png_figure(path, rows, cols, (5.5, 4.3)) as (fig, axes):
+        _draw_pareto(axes, pairs, done, infeasible, front, objectives)
+        fig.suptitle(title or f"{len(front)} Pareto-optimal of {len(done)} trained trials")
+    return path
+
+
+def _draw_pareto(
+    axes: Any, pairs: list, done: pd.DataFrame, infeasible: pd.DataFrame, front: pd.DataFrame, objectives: list[str]
+) -> None:
     for ax, (x, y) in zip(axes.flat, pairs):
         # cost on x, accuracy on y reads naturally
         if x == "accuracy":
@@ -191,11 +212,6 @@ def plot_pareto_png(df: pd.DataFrame, objectives: Sequence[str], path: Path, tit
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     axes.flat[0].legend(loc="best", fontsize=8)
-    fig.suptitle(title or f"{len(front)} Pareto-optimal of {len(done)} trained trials")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def plot_pareto_html(df: pd.DataFrame, objectives: Sequence[str], path: Path, title: str = "") -> Path:
@@ -216,29 +232,17 @@ def pareto_figure(df: pd.DataFrame, objectives: Sequence[str], title: str = "") 
     ]
     hover = ["number", "short", *[c for c in ("params", "macs", "latency_ms") if c in shown and c not in objectives]]
     colors = {"Pareto front": "#1f77b4", "complete": "#b0b0b0", "infeasible": "#d62728", "stopped": "#ff7f0e"}
+    common = {
+        "color": "group",
+        "hover_data": hover,
+        "color_discrete_map": colors,
+        "labels": {c: _label(c) for c in objectives},
+        "title": title,
+    }
     if len(objectives) == 2:
         x, y = objectives if objectives[0] != "accuracy" else objectives[::-1]
-        fig = px.scatter(
-            shown,
-            x=x,
-            y=y,
-            color="group",
-            hover_data=hover,
-            color_discrete_map=colors,
-            labels={c: _label(c) for c in objectives},
-            title=title,
-        )
-    else:
-        fig = px.scatter_matrix(
-            shown,
-            dimensions=objectives,
-            color="group",
-            hover_data=hover,
-            color_discrete_map=colors,
-            labels={c: _label(c) for c in objectives},
-            title=title,
-        )
-    return fig
+        return px.scatter(shown, x=x, y=y, **common)
+    return px.scatter_matrix(shown, dimensions=objectives, **common)
 
 
 def write_results(study: Any, folder: str | Path, *, plots: bool = True) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from .arch import ACTIVATIONS, Arch, StageArch
-from .errors import NasconvError
+from .errors import NasconvError, read_yaml
 from .ops import CONV_KINDS, build_conv, kind_params
 
 OBJECTIVES: dict[str, str] = {
@@ -384,14 +384,4 @@ def parse_space(data: Any, source: str = "<space>") -> Space:
 
 def load_space(path: str | Path) -> Space:
     """Read and validate a space file (``yaml.safe_load`` only). Errors name the key path."""
-    path = Path(path)
-    if not path.is_file():
-        raise NasconvError(f"{path}: space file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise NasconvError(f"{path}:{where}: not valid YAML ({problem})") from None
-    return parse_space(data, source=str(path))
+    return parse_space(read_yaml(path, "space file"), source=str(path))

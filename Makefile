@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check nasconv tests benchmarks
-	$(VENV)/bin/mypy nasconv/ops nasconv/cost.py nasconv/space.py nasconv/arch.py
+	$(VENV)/bin/mypy nasconv
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from nasconv.report import hypervolume, normalisation
-from nasconv.search import resolve_options, run_search
-from nasconv.space import load_space
+from nasconv.experiment import resolve_options, run_search
+from nasconv.results.report import hypervolume, normalisation
+from nasconv.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from nasconv.arch import Arch, StageArch, build_model
-from nasconv.cost import measure_latency
-from nasconv.ops import CONV_KINDS, build_conv, het_reference_forward
+from nasconv.model.arch import Arch, StageArch, build_model
+from nasconv.model.cost import measure_latency
+from nasconv.ops import CONV_KINDS, build_conv
 
 PARAMS = {"standard": {}, "group": {"groups": 4}, "dsc": {}, "het": {"p": 4}, "ghost": {"ratio": 2}, "cond": {}}
 
@@ -57,17 +57,17 @@ def main() -> None:
     for split in (False, True):
         het.split = split
         with torch.no_grad():
-            d = float((het(xg) - het_reference_forward(het, xg)).abs().max())
+            d = float((het(xg) - het.reference_forward(xg)).abs().max())
         print(f"HetConv CUDA ({'split' if split else 'dense'} form) vs per-kernel reference: {d:.2e}")
         assert d < 1e-4
 
     def arch(kind: str, **options: int) -> Arch:
         stages = (
-            StageArch(kind, 32, 2, 1, 3, 1, tuple(options.items())),
-            StageArch(kind, 64, 2, 2, 3, 1, tuple(options.items())),
-            StageArch(kind, 128, 2, 2, 3, 1, tuple(options.items())),
+            StageArch(kind=kind, channels=32, depth=2, stride=1, options=tuple(options.items())),
+            StageArch(kind=kind, channels=64, depth=2, stride=2, options=tuple(options.items())),
+            StageArch(kind=kind, channels=128, depth=2, stride=2, options=tuple(options.items())),
         )
-        return Arch(3, 32, 10, 32, stages)
+        return Arch(input_channels=3, input_size=32, classes=10, stem_channels=32, stages=stages)
 
     print("\nlatency on CUDA, batch 1 and 64, 3x32x32 input, median of 50 after 10 warm-up (ms):")
     for kind in CONV_KINDS:

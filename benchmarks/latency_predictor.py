@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nasconv.arch import build_model
-from nasconv.latency import LatencyTable, arch_parts, best_of_rounds, build_part, percent_errors, profile_device
-from nasconv.space import load_space
+from nasconv.model.arch import build_model
+from nasconv.model.latency import LatencyTable, arch_parts, best_of_rounds, build_part, percent_errors, profile_device
+from nasconv.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 

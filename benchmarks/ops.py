@@ -18,7 +18,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved_medians  # noqa: E402
 
-from nasconv.ops import build_conv, het_reference_forward  # noqa: E402
+from nasconv.ops import build_conv  # noqa: E402
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         times = interleaved_medians(candidates, rounds=args.rounds)
         het = ops["het(p4)"]
         ref = interleaved_medians(
-            {"ref": timed(lambda: het_reference_forward(het, x)), "het": candidates["het(p4)"]}, rounds=5, warmup=1
+            {"ref": timed(lambda: het.reference_forward(x)), "het": candidates["het(p4)"]}, rounds=5, warmup=1
         )
 
     dense = times["standard"]

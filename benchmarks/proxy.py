@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from nasconv.data import space_data
-from nasconv.space import load_space
-from nasconv.train import train
+from nasconv.search.data import space_data
+from nasconv.search.space import load_space
+from nasconv.search.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

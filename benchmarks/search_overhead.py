@@ -21,9 +21,10 @@ from pathlib import Path
 import optuna
 import torch
 
-from nasconv.search import resolve_options, run_search, static_costs
-from nasconv.space import load_space
-from nasconv.trial import evaluate_trial
+from nasconv.experiment import resolve_options, run_search
+from nasconv.model.cost import static_costs
+from nasconv.search.evaluation import evaluate_trial
+from nasconv.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def main() -> None:
     last = max(t.datetime_complete for t in trials)
     span = (last - first).total_seconds()
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials) / span
-    from nasconv.arch import Arch
+    from nasconv.model.arch import Arch
 
     archs = [Arch.from_json(t.user_attrs["arch"]) for t in trials]
     loop1_wall, loop1_train = loop(space, archs, 1)

@@ -2,38 +2,84 @@
 
 Public API (heavy parts import lazily, so ``import nasconv`` stays light)::
 
-    load_space(path) -> Space          Space.suggest(trial) -> Arch
+    load_space(path) -> Space          Space.suggest(trial) -> Arch, Space.sample(seed) -> Arch
     build_model(arch) -> nn.Module     load_arch(path) -> Arch
+    build_conv(kind, in, out, ...)     CONV_KINDS
     profile(model, input_shape)        measure_latency(model, input_shape)
-    load_results(dir) -> DataFrame     pareto(df, objectives), knee(df, objectives)
+    resolve_options(space, ...)        run_search(space, options) -> DataFrame
+    load_results(dir) -> DataFrame     pareto(df), knee(df)
+    export(arch, model, to, formats)   train(arch, data, settings)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time each name loads on first use
+    from .errors import NasconvError
+    from .experiment import SearchOptions, resolve_options, run_search
+    from .model.arch import Arch, StageArch, build_model, load_arch
+    from .model.cost import measure_latency, profile, static_costs
+    from .ops import CONV_KINDS, ConvOp, build_conv, register
+    from .results.export import export
+    from .results.folder import knee, load_results, pareto
+    from .search.data import load_data
+    from .search.space import Space, load_space
+    from .search.training import train
 
 _LAZY = {
-    "Arch": "nasconv.arch",
-    "StageArch": "nasconv.arch",
-    "build_model": "nasconv.arch",
-    "load_arch": "nasconv.arch",
-    "Space": "nasconv.space",
-    "load_space": "nasconv.space",
-    "profile": "nasconv.cost",
-    "measure_latency": "nasconv.cost",
+    "Arch": "nasconv.model.arch",
+    "StageArch": "nasconv.model.arch",
+    "build_model": "nasconv.model.arch",
+    "load_arch": "nasconv.model.arch",
+    "profile": "nasconv.model.cost",
+    "measure_latency": "nasconv.model.cost",
+    "static_costs": "nasconv.model.cost",
     "build_conv": "nasconv.ops",
     "CONV_KINDS": "nasconv.ops",
-    "load_data": "nasconv.data",
-    "train": "nasconv.train",
-    "load_results": "nasconv.results",
-    "pareto": "nasconv.results",
-    "knee": "nasconv.results",
+    "ConvOp": "nasconv.ops",
+    "register": "nasconv.ops",
+    "Space": "nasconv.search.space",
+    "load_space": "nasconv.search.space",
+    "load_data": "nasconv.search.data",
+    "train": "nasconv.search.training",
+    "SearchOptions": "nasconv.experiment",
+    "resolve_options": "nasconv.experiment",
+    "run_search": "nasconv.experiment",
+    "load_results": "nasconv.results.folder",
+    "pareto": "nasconv.results.folder",
+    "knee": "nasconv.results.folder",
+    "export": "nasconv.results.export",
     "NasconvError": "nasconv.errors",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Arch",
+    "CONV_KINDS",
+    "ConvOp",
+    "NasconvError",
+    "SearchOptions",
+    "Space",
+    "StageArch",
+    "build_conv",
+    "build_model",
+    "export",
+    "knee",
+    "load_arch",
+    "load_data",
+    "load_results",
+    "load_space",
+    "measure_latency",
+    "pareto",
+    "profile",
+    "register",
+    "resolve_options",
+    "run_search",
+    "static_costs",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -42,3 +88,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'nasconv' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -38,22 +38,40 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _option_value(text: str) -> tuple[str, object]:
+    """``--opt NAME=VALUE``: VALUE read as YAML (4, true, [1, 3, 5])."""
+    import yaml
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    try:
+        return name, yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: VALUE is not a number, true/false or a list") from None
+
+
 def _cmd_ops(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .cost import profile
-    from .ops import build_conv
+    from .model.cost import profile
+    from .ops import CONV_KINDS, build_conv, kind_params, op_class
 
-    kinds = [
-        ("standard", {}),
-        ("group", {"groups": args.groups}),
-        ("group", {"groups": args.groups, "shuffle": True}),
-        ("dsc", {}),
-        ("het", {"p": args.p}),
-        ("ghost", {"ratio": args.ratio, "dw_kernel": 3}),
-        ("cond", {"experts": args.experts}),
-    ]
+    overrides = dict(args.opt or [])
+    unused = sorted(set(overrides) - {name for kind in CONV_KINDS for name in kind_params(kind)})
+    if unused:
+        raise NasconvError(f"--opt: no conv kind has an option {unused[0]!r}")
+    kinds = [args.kind] if args.kind else list(CONV_KINDS)
+    if args.kind and args.kind not in CONV_KINDS:
+        raise NasconvError(f"--kind: unknown conv kind {args.kind!r}; known: {', '.join(CONV_KINDS)}")
+    rows: list[tuple[str, dict]] = []
+    for kind in kinds:
+        mine = {k: v for k, v in overrides.items() if k in kind_params(kind)}
+        for example in op_class(kind).examples:
+            options = {**example, **mine}
+            if (kind, options) not in rows:
+                rows.append((kind, options))
     shape = (args.in_channels, args.size, args.size)
     try:  # the shared geometry first: a bad kernel is the user's error, not a kind to skip
         build_conv("standard", args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation)
@@ -65,20 +83,21 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     )
     for col in ("kind", "options", "params", "MACs", "MACs vs standard"):
         table.add_column(col, justify="left" if col in ("kind", "options") else "right")
-    base_macs = None
+    base = profile(
+        build_conv("standard", args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation), shape
+    ).macs
     skipped = []
-    for kind, params in kinds:
+    for kind, options in rows:
         try:
             op = build_conv(
-                kind, args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation, **params
+                kind, args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation, **options
             )
-        except ValueError as exc:
-            skipped.append(f"{kind}: {exc}")
+        except (ValueError, TypeError) as exc:
+            skipped.append(f"{kind}({', '.join(f'{k}={v}' for k, v in options.items())}): {exc}")
             continue
         prof = profile(op, shape)
-        base_macs = base_macs or prof.macs
-        options = ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
-        table.add_row(kind, options, f"{prof.params:,}", f"{prof.macs:,}", f"{prof.macs / base_macs:.3f}")
+        shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+        table.add_row(kind, shown, f"{prof.params:,}", f"{prof.macs:,}", f"{prof.macs / base:.3f}")
     console = Console()
     console.print(table)
     for line in skipped:
@@ -89,11 +108,11 @@ def _cmd_ops(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .arch import build_model, load_arch
-    from .cost import profile
-    from .data import space_data
-    from .space import load_space
-    from .train import train
+    from .model.arch import build_model, load_arch
+    from .model.cost import profile
+    from .search.data import space_data
+    from .search.space import load_space
+    from .search.training import EpochResult, train
 
     space = load_space(args.space)
     arch = load_arch(args.arch)
@@ -112,7 +131,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{len(data.y_train)} {data.name} samples, validating on {len(data.y_val)}"
     )
 
-    def show(epoch: object) -> None:
+    def show(epoch: EpochResult) -> None:
         print(
             f"  epoch {epoch.epoch:>3}: val accuracy {epoch.accuracy:.4f}  val loss {epoch.loss:.4f}"
             f"  train loss {epoch.train_loss:.4f}"
@@ -126,8 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import resolve_options, run_search, summarise
-    from .space import load_space
+    from .experiment import resolve_options, run_search, summarise
+    from .search.space import load_space
 
     space = load_space(args.space)
     opts = resolve_options(
@@ -159,7 +178,7 @@ def _results_folder(path: str) -> Path:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report, print_report
+    from .results.report import build_report, print_report
 
     folder = _results_folder(args.dir)
     print_report(build_report(folder), folder)
@@ -169,10 +188,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .arch import Arch, build_model
-    from .export import FORMATS, Rule, export, pick_trial
-    from .results import load_results
-    from .space import load_space
+    from .model.arch import Arch, build_model
+    from .results.export import FORMATS, Rule, export, pick_trial
+    from .results.folder import load_results
+    from .search.space import load_space
 
     folder = _results_folder(args.dir)
     formats = [f.strip() for f in args.format.split(",")] if args.format else list(FORMATS)
@@ -187,7 +206,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             "pick one trial: --trial N, --knee, or a rule (--max-macs/--max-params/--max-latency-ms/--min-accuracy)"
         )
     row = pick_trial(df, trial=args.trial, use_knee=args.knee, rule=rule)
-    arch = Arch.from_json(row["arch"])
+    arch = Arch.from_json(row["arch"], where=f"{folder}: trial {int(row['number'])}")
     number = int(row["number"])
     shown = ", ".join(
         f"{c} {row[c]:.4g}"
@@ -198,8 +217,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = build_model(arch)
     if args.epochs:
-        from .data import space_data
-        from .train import train
+        from .search.data import space_data
+        from .search.training import train
 
         space = load_space(folder / "space.yaml")
         spec = space.spec
@@ -227,8 +246,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile_device(args: argparse.Namespace) -> int:
-    from .latency import profile_device
-    from .space import load_space
+    from .model.latency import BACKENDS, profile_device
+    from .search.space import load_space
+
+    if args.backend not in BACKENDS:
+        raise NasconvError(f"--backend: unknown {args.backend!r}; known: {', '.join(BACKENDS)}")
 
     space = load_space(args.space)
     table = profile_device(
@@ -260,6 +282,9 @@ def _cmd_profile_device(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .search.samplers import SAMPLER_NAMES
+    from .search.scheduler import EARLY_STOPPING
+
     parser = _Parser(prog="nasconv", description="Neural architecture search over convolution types.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -270,10 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--kernel", type=_positive, default=3, help="kernel size, odd (3)")
     ops.add_argument("--stride", type=_positive, default=1)
     ops.add_argument("--dilation", type=_positive, default=1)
-    ops.add_argument("--groups", type=_positive, default=4, help="groups of the group conv (4)")
-    ops.add_argument("--p", type=_positive, default=4, help="HetConv's P (4)")
-    ops.add_argument("--ratio", type=_positive, default=2, help="Ghost ratio (2)")
-    ops.add_argument("--experts", type=_positive, default=4, help="CondConv experts (4)")
+    ops.add_argument("--kind", help="only this conv kind")
+    ops.add_argument(
+        "--opt",
+        action="append",
+        type=_option_value,
+        metavar="NAME=VALUE",
+        help="set a kind option wherever a kind takes it, e.g. --opt groups=2 --opt p=3 (repeatable)",
+    )
     ops.set_defaults(func=_cmd_ops)
 
     se = sub.add_parser("search", help="multi-objective architecture search (Ray Tune + Optuna)")
@@ -282,11 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--workers", type=_positive, help="concurrent trials (default: one per CPU)")
     se.add_argument("--out", help="results folder (default results/<space name>)")
     se.add_argument("--seed", type=int)
-    se.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe", "random"])
+    se.add_argument("--sampler", choices=SAMPLER_NAMES, help="overrides search.sampler")
     se.add_argument("--resume", action="store_true", help="continue the study already in --out")
     se.add_argument("--address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     se.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite study.db in --out)")
-    se.add_argument("--early-stopping", choices=["none", "mo-asha"], help="overrides search.early_stopping")
+    se.add_argument("--early-stopping", choices=EARLY_STOPPING, help="overrides search.early_stopping")
     se.add_argument("--time-budget", type=_positive_float, help="stop after this many seconds (running trials end)")
     se.add_argument("--quiet", action="store_true", help="no progress output")
     se.set_defaults(func=_cmd_search)
@@ -316,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--out", required=True, help="table file (JSON); an existing one is completed, not redone")
     pd_.add_argument("--threads", type=_positive, default=1)
     pd_.add_argument("--batch", type=_positive, default=1)
-    pd_.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    pd_.add_argument("--backend", default="torch", help="torch (default) or onnxruntime")
     pd_.add_argument("--warmup", type=_positive, default=10)
     pd_.add_argument("--repeats", type=_positive, default=30, help="timed runs per measurement")
     pd_.add_argument("--rounds", type=_positive, default=5, help="passes over all blocks; each keeps its fastest")

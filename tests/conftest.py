@@ -47,3 +47,35 @@ def write_space(tmp_path: Path):
         return path
 
     return write
+
+
+def search_in_process(space, out: Path, trials: int, sampler: str = "random", seed: int = 0):
+    """A search through the real searcher and study bookkeeping, with each trial evaluated in this
+    process one after another instead of on Ray: what report/export tests read is what a search stores."""
+    from nasconv.experiment import resolve_options
+    from nasconv.search.evaluation import evaluate_trial
+    from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
+    from nasconv.search.samplers import make_sampler
+    from nasconv.search.searcher import StudySearcher
+    from nasconv.search.study import open_or_create_study
+
+    opts = resolve_options(space, out=out, trials=trials, sampler=sampler, seed=seed)
+    study = open_or_create_study(
+        space, out, storage=None, resume=False, sampler=lambda n: make_sampler(sampler, seed=seed + n, population=4)
+    ).study
+    searcher = StudySearcher(
+        study, space, budget=opts.trials, epochs=space.spec.training.epochs, on_change=lambda: None
+    )
+    context = EvaluationContext(space=space.spec.model_dump_json(), threads=1)
+    for index in range(10 * trials):
+        config = searcher.suggest(f"t{index}")
+        if config == "FINISHED" or config is None and searcher.finished_reason:
+            break
+        if config is None:
+            continue
+        reports: list[TrialReport] = []
+        evaluate_trial(TrialRequest.from_config(config), context, reports.append)
+        for report in reports:
+            searcher.on_trial_result(f"t{index}", report.to_metrics())
+        searcher.on_trial_complete(f"t{index}", reports[-1].to_metrics())
+    return study

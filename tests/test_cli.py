@@ -4,8 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nasconv.latency import LatencyTable
-from nasconv.space import load_space
+from nasconv.model.latency import LatencyTable
+from nasconv.ops import CONV_KINDS
+from nasconv.search.space import load_space
 
 from .conftest import SPACES, tiny_space_dict
 
@@ -17,9 +18,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_ops_table_lists_every_kind_with_its_cost() -> None:
-    out = run("ops", "--in", "6", "--out", "8", "--size", "5", "--groups", "2", "--p", "3")
+    out = run("ops", "--in", "6", "--out", "8", "--size", "5", "--opt", "groups=2", "--opt", "p=3")
     assert out.returncode == 0, out.stderr
-    for kind in ("standard", "group", "dsc", "het", "ghost", "cond"):
+    for kind in CONV_KINDS:
         assert kind in out.stdout
     assert "432" in out.stdout and "216" in out.stdout and "10,800" in out.stdout  # 432 x 25 positions
 
@@ -29,6 +30,9 @@ def test_ops_bad_arguments_exit_2_with_one_line() -> None:
         (["--kernel", "4"], "kernel_size must be odd"),
         (["--in", "x"], "is not an integer"),
         (["--bogus"], "unrecognized arguments"),
+        (["--opt", "groups"], "is not NAME=VALUE"),
+        (["--opt", "bogus=2"], "no conv kind has an option 'bogus'"),
+        (["--kind", "hett"], "unknown conv kind 'hett'"),
     ):
         out = run("ops", *args)
         assert out.returncode == 2 and message in out.stderr

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasconv.cost import measure_latency, profile
+from nasconv.model.cost import measure_latency, profile
 from nasconv.ops import build_conv
 
 

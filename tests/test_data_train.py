@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from nasconv.data import load_data
 from nasconv.errors import NasconvError
-from nasconv.space import DatasetSpec, TrainingSpec, load_space, parse_space
-from nasconv.train import train
+from nasconv.search.data import load_data
+from nasconv.search.space import DatasetSpec, TrainingSpec, load_space, parse_space
+from nasconv.search.training import train
 
 from .conftest import SPACES, tiny_space_dict
 

@@ -8,12 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasconv.arch import build_model
 from nasconv.errors import NasconvError
-from nasconv.latency import LatencyTable, arch_parts, build_part, percent_errors, profile_device, space_parts
-from nasconv.schedulers import make_mo_asha, non_dominated_ranks, promotable, rungs
-from nasconv.search import latency_table, static_costs
-from nasconv.space import load_space, parse_space
+from nasconv.model.arch import build_model
+from nasconv.model.cost import static_costs
+from nasconv.model.latency import (
+    LatencyTable,
+    arch_parts,
+    build_part,
+    percent_errors,
+    profile_device,
+    space_latency_table,
+    space_parts,
+)
+from nasconv.search.multi_objective import non_dominated_ranks
+from nasconv.search.scheduler import promotable, rungs
+from nasconv.search.space import load_space, parse_space
 
 from .conftest import SPACES, tiny_space_dict
 
@@ -80,13 +89,13 @@ def test_space_with_table_predicts_latency_and_checks_coverage(tiny_table, tmp_p
     path, _ = tiny_table
     data = tiny_space_dict(objectives=["accuracy", "latency_ms"], latency={"table": str(path)})
     space = load_space(write_space(data))
-    table = latency_table(space)
+    table = space_latency_table(space)
     arch = space.sample(3)
     assert static_costs(arch, table)["latency_ms"] == table.predict(arch)
     data["stages"][0]["channels"] = [8, 16, 32]
     bigger = load_space(write_space(data, "bigger.yaml"))
     with pytest.raises(NasconvError, match="lacks .* of the space's blocks; run nasconv profile-device"):
-        latency_table(bigger)
+        space_latency_table(bigger)
 
 
 def test_onnxruntime_backend_measures_parts(tmp_path: Path) -> None:
@@ -123,8 +132,10 @@ def test_cheap_moderate_trial_is_promoted_where_accuracy_alone_cuts_it() -> None
 def test_scheduler_rungs_and_decisions() -> None:
     from ray.tune.schedulers import TrialScheduler
 
+    from nasconv.search.tune_scheduler import MultiObjectiveASHA
+
     assert rungs(9, 1, 3) == [1, 3] and rungs(3, 1, 3) == [1]
-    scheduler = make_mo_asha(["accuracy", "macs"], max_epochs=9, grace=1, reduction=3)
+    scheduler = MultiObjectiveASHA(["accuracy", "macs"], max_epochs=9, grace=1, reduction=3)
     decisions = [
         scheduler.on_trial_result(None, None, {"epoch": 1, "accuracy": acc, "macs": macs})
         for acc, macs in [(0.9, 5e6), (0.8, 6e6), (0.7, 7e6), (0.6, 8e6), (0.95, 1e6), (0.5, 9e6)]

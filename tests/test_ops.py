@@ -7,54 +7,35 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasconv.cost import profile
-from nasconv.ops import CONV_KINDS, ConvOp, build_conv, channel_shuffle, het_reference_forward, register
+from nasconv.model.cost import profile
+from nasconv.ops import CONV_KINDS, ConvOp, build_conv, op_class, register
+from nasconv.ops.group import channel_shuffle
 
-DEFAULTS = {"standard": {}, "group": {"groups": 2}, "dsc": {}, "het": {"p": 2}, "ghost": {}, "cond": {}}
-VARIANTS = [
-    ("standard", {}),
-    ("group", {"groups": 4}),
-    ("group", {"groups": 2, "shuffle": True}),
-    ("dsc", {}),
-    ("het", {"p": 4}),
-    ("het", {"p": 2}),
-    ("ghost", {"ratio": 2, "dw_kernel": 3}),
-    ("ghost", {"ratio": 3, "dw_kernel": 5}),
-    ("cond", {"experts": 3}),
-]
-
-
-def expected_params(kind: str, m: int, n: int, k: int, **kw: int) -> int:
-    """DESIGN.md's closed forms (bias=False)."""
-    if kind == "standard":
-        return n * m * k * k
-    if kind == "group":
-        return n * (m // kw["groups"]) * k * k
-    if kind == "dsc":
-        return m * k * k + m * n
-    if kind == "het":
-        p = kw["p"]
-        return n * ((m // p) * k * k + m - m // p)
-    if kind == "ghost":
-        ratio, d = kw.get("ratio", 2), kw.get("dw_kernel", 3)
-        c = math.ceil(n / ratio)
-        return m * c * k * k + c * (ratio - 1) * d * d
-    if kind == "cond":
-        e = kw.get("experts", 4)
-        return e * n * m * k * k + m * e + e
-    raise AssertionError(kind)
-
-
-def expected_macs(kind: str, m: int, n: int, k: int, out_hw: int, **kw: int) -> int:
-    if kind == "cond":
-        e = kw.get("experts", 4)
-        return n * m * k * k * out_hw + m * e + e * n * m * k * k
-    per_position = expected_params(kind, m, n, k, **kw)
-    return per_position * out_hw
+# every registered kind with every example its class declares: a new kind is tested by being registered
+DEFAULTS = {kind: op_class(kind).examples[0] for kind in CONV_KINDS}
+VARIANTS = [(kind, example) for kind in CONV_KINDS for example in op_class(kind).examples]
 
 
 def test_registry_lists_every_kind() -> None:
-    assert set(CONV_KINDS) == {"standard", "group", "dsc", "het", "ghost", "cond"}
+    assert {"standard", "group", "dsc", "het", "ghost", "cond"} <= set(CONV_KINDS)
+    assert CONV_KINDS[0] == "standard"
+
+
+@pytest.mark.parametrize("kind", [k for k in CONV_KINDS if op_class(k).has_reference()])
+@pytest.mark.parametrize(("m", "n", "k", "stride", "dilation", "batch"), [(8, 12, 3, 1, 1, 2), (9, 7, 3, 2, 2, 1)])
+def test_forward_equals_the_reference(
+    kind: str, m: int, n: int, k: int, stride: int, dilation: int, batch: int
+) -> None:
+    for options in op_class(kind).examples:
+        try:
+            op = build_conv(kind, m, n, k, stride, dilation, **options)
+        except ValueError:
+            continue
+        torch.manual_seed(0)
+        x = torch.randn(batch, m, 9, 9)
+        for mode in (op.train, op.eval):
+            mode()
+            torch.testing.assert_close(op(x), op.reference_forward(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", CONV_KINDS)
@@ -82,13 +63,14 @@ def test_backward_reaches_every_parameter(kind: str, kw: dict) -> None:
 @pytest.mark.parametrize(("kind", "kw"), VARIANTS)
 @pytest.mark.parametrize(("m", "n", "k", "stride"), [(8, 16, 3, 1), (16, 8, 5, 2), (12, 12, 1, 1)])
 def test_params_and_macs_match_closed_forms(kind: str, kw: dict, m: int, n: int, k: int, stride: int) -> None:
-    if kind == "het" and m % kw["p"]:
-        pytest.skip("P must divide in_channels")
-    op = build_conv(kind, m, n, k, stride, **kw)
+    try:
+        op = build_conv(kind, m, n, k, stride, **kw)
+    except ValueError as exc:
+        pytest.skip(f"not buildable at this shape: {exc}")
     prof = profile(op, (m, 10, 10))
     out_hw = math.ceil(10 / stride) ** 2
-    assert prof.params == expected_params(kind, m, n, k, **kw)
-    assert prof.macs == expected_macs(kind, m, n, k, out_hw, **kw)
+    assert prof.params == op_class(kind).closed_form_params(m, n, k, **kw)
+    assert prof.macs == op.macs_per_position() * out_hw + op.extra_macs()
     assert op.count_macs((1, m, 10, 10)) == prof.macs
 
 
@@ -105,7 +87,7 @@ def test_worked_examples_from_the_literature(kind: str, m: int, n: int, kw: dict
     assert profile(build_conv(kind, m, n, 3, **kw), (m, 5, 5)).params == expected
 
 
-@pytest.mark.parametrize(("kind", "kw"), [v for v in VARIANTS if v[0] != "het"])
+@pytest.mark.parametrize(("kind", "kw"), [v for v in VARIANTS if op_class(v[0]).flops_match_aten])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_macs_agree_with_torch_flop_counter(kind: str, kw: dict, stride: int) -> None:
     op = build_conv(kind, 8, 16, 3, stride, **kw)
@@ -125,7 +107,7 @@ def test_hetconv_equals_per_kernel_reference(
     op = build_conv("het", m, n, k, stride, dilation, p=p)
     op.split = split and n % p == 0
     x = torch.randn(2, m, 9, 9)
-    torch.testing.assert_close(op(x), het_reference_forward(op, x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(op(x), op.reference_forward(x), rtol=1e-4, atol=1e-4)
 
 
 def test_hetconv_cyclic_arrangement() -> None:

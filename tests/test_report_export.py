@@ -4,7 +4,6 @@ public trial evaluation so report/export see exactly what a search stores."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,65 +14,25 @@ import pandas as pd
 import pytest
 import torch
 
-from nasconv.arch import Arch, build_model, load_arch
-from nasconv.export import Rule, pick_trial, standalone_source
-from nasconv.report import _hv, hypervolume
-from nasconv.results import knee, load_results, pareto, write_results
-from nasconv.search import SearchOptions, open_or_create_study, static_costs
-from nasconv.space import parse_space
-from nasconv.trial import evaluate_trial, violations
+from nasconv.model.arch import Arch, build_model, load_arch
+from nasconv.results.export import Rule, pick_trial, standalone_source
+from nasconv.results.folder import knee, load_results, pareto, write_results
+from nasconv.results.report import hypervolume
+from nasconv.search.multi_objective import hypervolume as exact_hypervolume
+from nasconv.search.space import parse_space
 
-from .conftest import tiny_space_dict
+from .conftest import search_in_process, tiny_space_dict
 
 NASCONV = [sys.executable, "-m", "nasconv.cli"]
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A study of 10 trained trials, 2 infeasible and 1 failed, as a search stores them."""
+    """A study of 10 trained trials, some infeasible and one failed, stored by the real searcher."""
     folder = tmp_path_factory.mktemp("results")
-    data = tiny_space_dict(constraints={"max_params": 600})
-    space = parse_space(data, source="tiny.yaml")
-    (folder / "space.yaml").write_text(space.to_yaml())
-    opts = SearchOptions(
-        trials=13,
-        workers=1,
-        seed=0,
-        sampler="random",
-        population=4,
-        out=folder,
-        storage=None,
-        resume=False,
-        address=None,
-    )
-    study, _ = open_or_create_study(space, opts)
-    (folder / "study.name").write_text("tiny\n")
-    context = {"space": json.dumps(space.spec.model_dump(mode="json")), "threads": 1}
-    trained = infeasible = 0
-    for _ in range(200):
-        if trained >= 10 and infeasible >= 2:
-            break
-        trial = study.ask()
-        arch = space.suggest(trial)
-        costs = static_costs(arch)
-        trial.set_user_attr("arch", arch.to_json())
-        trial.set_user_attr("short", arch.short())
-        for k, v in costs.items():
-            trial.set_user_attr(k, v)
-        last: dict = {}
-        evaluate_trial({"arch": arch.to_json(), "costs": costs}, context, last.update)
-        for key, value in violations(space, costs).items():
-            trial.set_constraint(key, value)
-        if last.get("infeasible"):
-            infeasible += 1
-            trial.set_user_attr("infeasible", True)
-            trial.set_user_attr("reason", last["reason"])
-        else:
-            trained += 1
-            trial.set_user_attr("train_seconds", last["train_seconds"])
-            trial.set_user_attr("epochs", last["epoch"])
-        study.tell(trial, [last["accuracy"], last["macs"]])
-    assert trained >= 10 and infeasible >= 2
+    space = parse_space(tiny_space_dict(constraints={"max_params": 600}), source="tiny.yaml")
+    study = search_in_process(space, folder, trials=10, sampler="random", seed=0)
+    assert (load_results(folder)["state"] == "INFEASIBLE").sum() >= 2
     failed = study.ask()
     space.suggest(failed)
     failed.set_user_attr("reason", "loss became nan at epoch 1 step 3")
@@ -104,9 +63,9 @@ def test_pareto_and_knee_follow_the_definitions(results: Path) -> None:
 
 
 def test_hypervolume_exact_on_known_fronts() -> None:
-    assert _hv(np.array([[0.0, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(1.0)
-    assert _hv(np.array([[0.0, 0.5], [0.5, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(0.75)
-    assert _hv(np.array([[0.5, 0.5, 0.5]]), np.array([1.0, 1.0, 1.0])) == pytest.approx(0.125)
+    assert exact_hypervolume(np.array([[0.0, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(1.0)
+    assert exact_hypervolume(np.array([[0.0, 0.5], [0.5, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(0.75)
+    assert exact_hypervolume(np.array([[0.5, 0.5, 0.5]]), np.array([1.0, 1.0, 1.0])) == pytest.approx(0.125)
     df = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE"] * 2, "accuracy": [0.5, 0.9], "macs": [10.0, 20.0]})
     assert hypervolume(df, ["accuracy", "macs"]) > hypervolume(df.iloc[:1], ["accuracy", "macs"])
 
@@ -202,7 +161,7 @@ def test_export_writes_and_verifies_every_format(results: Path, tmp_path: Path) 
 
 @pytest.mark.parametrize("kind", ["standard", "group", "dsc", "het", "ghost", "cond"])
 def test_every_kind_exports_standalone_and_torchscript(kind: str, tmp_path: Path) -> None:
-    from nasconv.export import export
+    from nasconv.results.export import export
 
     space = parse_space(tiny_space_dict())
     params = {name: choices[-1] for name, choices in space.genes()}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,11 +17,13 @@ import optuna
 import pandas as pd
 import pytest
 
-from nasconv.arch import Arch, build_model
-from nasconv.results import load_results, pareto
-from nasconv.search import INTERRUPTED, static_costs
-from nasconv.space import parse_space
-from nasconv.trial import evaluate_trial
+from nasconv.model.arch import Arch, build_model
+from nasconv.model.cost import static_costs
+from nasconv.results.folder import load_results, pareto
+from nasconv.search.evaluation import evaluate_trial
+from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
+from nasconv.search.space import parse_space
+from nasconv.search.study import INTERRUPTED, trial_state
 
 from .conftest import tiny_space_dict
 
@@ -43,32 +46,37 @@ def test_search_writes_the_record_and_results(tmp_path: Path, write_space) -> No
     out = tmp_path / "out"
     run = nasconv("search", str(space), "--trials", "5", "--workers", "2", "--out", str(out), "--seed", "3")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "5 trials (5 complete)" in run.stdout
+    assert "(5 complete" in run.stdout
     for name in ("trials.csv", "pareto.csv", "pareto.png", "pareto.html", "space.yaml", "study.db"):
         assert (out / name).is_file(), name
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials.columns[:4]) == ["number", "state", "accuracy", "macs"]
-    assert {"params", "latency_ms", "train_seconds", "arch", "reason"} <= set(trials.columns)
-    assert (trials["train_seconds"] > 0).all()
+    assert {"params", "latency_ms", "train_seconds", "arch", "repeat_of", "reason"} <= set(trials.columns)
+    assert set(trials["state"]) <= {"COMPLETE", "REPEAT"}
+    trained = trials[trials["state"] == "COMPLETE"]
+    assert len(trained) == 5 and (trained["train_seconds"] > 0).all()
+    assert trained["arch"].is_unique  # no architecture trained twice
     html = (out / "pareto.html").read_text()
     assert "plotly" in html and "Pareto front" in html
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
-    assert len(study.trials) == 5
+    assert len(study.trials) == len(trials)
     for t in study.trials:
         arch = Arch.from_json(t.user_attrs["arch"])
         assert t.user_attrs["macs"] == static_costs(arch)["macs"] == t.values[1]
         assert 0 <= t.values[0] <= 1
+        if t.user_attrs.get("repeat_of") is not None:  # answered from the record: the original's values
+            assert t.values == study.trials[t.user_attrs["repeat_of"]].values
     front = pareto(load_results(out))
-    assert set(front["number"]) <= set(trials["number"])
+    assert set(front["number"]) <= set(trained["number"])
     assert len(pd.read_csv(out / "pareto.csv")) == len(front)
     build_model(Arch.from_json(trials["arch"][0]))
 
     again = nasconv("search", str(space), "--trials", "5", "--out", str(out))
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0
-    assert "already holds study 'tiny' with 5 trials; use --resume" in again.stderr
-    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").trials) == 5
+    assert f"already holds study 'tiny' with {len(trials)} trials; use --resume" in again.stderr
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").trials) == len(trials)
 
 
 def test_mostly_infeasible_space_is_recorded_not_trained(tmp_path: Path, write_space) -> None:
@@ -76,11 +84,11 @@ def test_mostly_infeasible_space_is_recorded_not_trained(tmp_path: Path, write_s
     costs = [static_costs(parse_space(space).sample(seed))["macs"] for seed in range(40)]
     assert sum(c > 5_000 for c in costs) > len(costs) / 2  # the premise: most are over the limit
     out = tmp_path / "out"
-    run = nasconv("search", str(write_space(space)), "--trials", "10", "--out", str(out), "--sampler", "random")
+    run = nasconv("search", str(write_space(space)), "--trials", "3", "--out", str(out), "--sampler", "random")
     assert run.returncode == 0, run.stderr[-2000:]
     df = load_results(out)
     infeasible = df[df["state"] == "INFEASIBLE"]
-    assert len(df) == 10 and len(infeasible) >= 3
+    assert (df["state"] == "COMPLETE").sum() == 3 and len(infeasible) >= 3  # the budget counts trained ones
     assert (infeasible["macs"] > 5_000).all() and infeasible["train_seconds"].isna().all()
     assert (infeasible["reason"] == "max_macs").all()
     assert (df[df["state"] == "COMPLETE"]["macs"] <= 5_000).all()
@@ -103,16 +111,14 @@ def test_trial_that_raises_is_reported_as_failed() -> None:
     space = parse_space(tiny_space_dict())
     arch = space.sample(0).to_dict()
     arch["stages"][0].update(kind="het", options={"p": 3})  # 3 cannot divide the stem's channels
-    reports: list[dict] = []
-    import json
-
+    reports: list[TrialReport] = []
     evaluate_trial(
-        {"arch": json.dumps(arch), "costs": {}},
-        {"space": json.dumps(space.spec.model_dump(mode="json")), "threads": 1},
+        TrialRequest(number=0, arch=json.dumps(arch)),
+        EvaluationContext(space=space.spec.model_dump_json()),
         reports.append,
     )
-    assert reports == [{"failed": True, "reason": reports[0]["reason"]}]
-    assert reports[0]["reason"].startswith("ValueError: het p=3 must divide in_channels")
+    assert len(reports) == 1 and reports[0].failed
+    assert "het p=3 must divide in_channels" in reports[0].reason
 
 
 def _wait_for(predicate, timeout: float) -> None:
@@ -149,7 +155,7 @@ def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path: Path, write_spa
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = {t.number: t for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").trials}
-    finished_before = {n: t.values for n, t in before.items() if t.state.name == "COMPLETE"}
+    finished_before = {n: t.values for n, t in before.items() if trial_state(t) == "COMPLETE"}
     assert 2 <= len(finished_before) < 8
 
     resumed = nasconv("search", str(space), "--trials", "8", "--workers", "2", "--out", str(out), "--resume")
@@ -158,11 +164,11 @@ def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path: Path, write_spa
     after = {t.number: t for t in study.trials}
     for number, values in finished_before.items():  # kept, untouched, not re-run
         assert after[number].values == values and after[number].state.name == "COMPLETE"
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    complete = [t for t in study.trials if trial_state(t) == "COMPLETE"]
     interrupted = [t for t in study.trials if t.user_attrs.get("reason") == INTERRUPTED]
-    assert len(complete) == 8
+    assert len(complete) == 8 and len({t.user_attrs["arch"] for t in complete}) == 8
     assert all(t.state.name == "FAIL" for t in interrupted)
-    assert len(study.trials) == 8 + len(interrupted)
+    assert {trial_state(t) for t in study.trials} <= {"COMPLETE", "REPEAT", "FAIL"}
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
 
 
@@ -227,8 +233,8 @@ def test_two_node_cluster_on_loopback(tmp_path: Path, write_space) -> None:
         )
         assert run.returncode == 0, run.stderr[-2000:]
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
-        assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
-        assert len({t.user_attrs["node"] for t in study.trials}) == 2  # both nodes ran trials
+        assert sum(trial_state(t) == "COMPLETE" for t in study.trials) == 6
+        assert len({t.user_attrs["node"] for t in study.trials if "node" in t.user_attrs}) == 2  # both nodes ran trials
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
 

@@ -7,9 +7,9 @@ import optuna
 import pytest
 import torch
 
-from nasconv.arch import Arch, build_model, load_arch
 from nasconv.errors import NasconvError
-from nasconv.space import load_space, parse_space
+from nasconv.model.arch import Arch, build_model, load_arch
+from nasconv.search.space import load_space, parse_space
 
 from .conftest import SPACES, tiny_space_dict
 

@@ -1,32 +1,65 @@
-"""The convolution operator library: one module per kind, one factory, one registry."""
+"""The convolution operator library: one module per kind, one factory, one registry.
+
+Kinds are discovered, never listed: importing this package imports every module in it (each
+registers its kind with ``@register``), then every module that an installed distribution names
+under the entry-point group ``nasconv.ops``::
+
+    # pyproject.toml of a third-party package
+    [project.entry-points."nasconv.ops"]
+    mykind = "mypackage.mykind"
+
+A third-party module that fails to import is reported on stderr once and skipped; nasconv goes on
+with the kinds it has.
+"""
 
 from __future__ import annotations
 
-from . import cond, dsc, ghost, group, het, standard  # noqa: F401  (fill the registry)
-from .base import ConvOp, build_conv, kind_params, op_class, register, registered_kinds
-from .cond import CondConv
-from .dsc import DepthwiseSeparableConv
-from .ghost import GhostConv
-from .group import GroupConv, channel_shuffle
-from .het import HetConv, het_kxk_mask, het_reference_forward
-from .standard import StandardConv
+import importlib
+import pkgutil
+import sys
+from importlib.metadata import entry_points
+
+from .base import (
+    ConvOp,
+    build_conv,
+    kaiming_,
+    kind_params,
+    op_class,
+    positive_int,
+    register,
+    registered_kinds,
+    short_label,
+)
+
+ENTRY_POINT_GROUP = "nasconv.ops"
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take nasconv down with it
+            print(f"nasconv: warning: conv kinds from {entry.value!r} not loaded ({exc})", file=sys.stderr)
+
+
+_discover()
 
 CONV_KINDS: tuple[str, ...] = registered_kinds()
+"""Every registered kind, in display order."""
 
 __all__ = [
     "CONV_KINDS",
-    "CondConv",
+    "ENTRY_POINT_GROUP",
     "ConvOp",
-    "DepthwiseSeparableConv",
-    "GhostConv",
-    "GroupConv",
-    "HetConv",
-    "StandardConv",
     "build_conv",
-    "channel_shuffle",
-    "het_kxk_mask",
-    "het_reference_forward",
+    "kaiming_",
     "kind_params",
     "op_class",
+    "positive_int",
     "register",
+    "registered_kinds",
+    "short_label",
 ]

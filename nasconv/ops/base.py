@@ -2,7 +2,13 @@
 
 Every operator is a *leaf* module: it owns its parameters directly (no child modules),
 so its trainable-parameter count is exactly ``sum(p.numel())`` and its MACs come from one
-rule, :meth:`ConvOp.count_macs`, which :mod:`nasconv.cost` registers with thop.
+rule, :meth:`ConvOp.count_macs`, which :mod:`nasconv.model.cost` registers with thop.
+
+A kind is one class, registered with ``@register("name")``; everything else nasconv needs to know
+about it (its short label in reports, example options for ``nasconv ops`` and the tests, what the
+standalone ``model.py`` must copy, its closed-form parameter count, a slow reference forward) is
+declared on the class. :mod:`nasconv.ops` discovers the kinds: every module in the package, and
+every module an installed distribution names under the entry-point group ``nasconv.ops``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ _REGISTRY: dict[str, type[ConvOp]] = {}
 
 def register(kind: str) -> Callable[[type[ConvOp]], type[ConvOp]]:
     """Class decorator: make ``kind`` buildable through :func:`build_conv`."""
+    if not kind.isidentifier():
+        raise ValueError(f"conv kind {kind!r} must be an identifier (letters, digits, _)")
 
     def decorate(cls: type[ConvOp]) -> type[ConvOp]:
         if kind in _REGISTRY:
@@ -33,14 +41,15 @@ def register(kind: str) -> Callable[[type[ConvOp]], type[ConvOp]]:
 
 
 def registered_kinds() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    """Every registered kind, in display order (``ConvOp.order``, then name)."""
+    return tuple(sorted(_REGISTRY, key=lambda k: (_REGISTRY[k].order, k)))
 
 
 def op_class(kind: str) -> type[ConvOp]:
     try:
         return _REGISTRY[kind]
     except KeyError:
-        known = ", ".join(_REGISTRY)
+        known = ", ".join(registered_kinds())
         raise ValueError(f"unknown conv kind {kind!r}; known kinds: {known}") from None
 
 
@@ -50,7 +59,8 @@ def kind_params(kind: str) -> dict[str, Any]:
     return {name: p.default for name, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is a positive int (not a bool), else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
@@ -80,6 +90,19 @@ class ConvOp(nn.Module):
     """A bare 2-D convolution with "same" padding: output is ceil(H/stride) x ceil(W/stride)."""
 
     kind: ClassVar[str] = ""
+    #: display order among the kinds (tables, reports); ties by name
+    order: ClassVar[float] = 1000.0
+    #: option name -> its letter in short architecture labels (``het(p4)``); unlisted options use their name
+    short_names: ClassVar[dict[str, str]] = {}
+    #: option values too ordinary to print in short labels (e.g. ghost's ``dw_kernel: 3``)
+    short_omit: ClassVar[dict[str, Any]] = {}
+    #: option sets that show the kind: the first is what ``nasconv ops`` lists, the tests run them all
+    examples: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    #: module-level helpers (functions, classes) the kind's forward needs in a standalone model.py
+    standalone: ClassVar[tuple[Any, ...]] = ()
+    #: False where the forward executes more multiply-accumulates than the op's rule counts (a dense
+    #: masked form, say), so torch's aten-level FLOP counter cannot check the rule
+    flops_match_aten: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -91,22 +114,37 @@ class ConvOp(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
-        self.stride = _positive_int("stride", stride)
-        self.dilation = _positive_int("dilation", dilation)
+        self.stride = positive_int("stride", stride)
+        self.dilation = positive_int("dilation", dilation)
         self.padding = dilation * (kernel_size - 1) // 2
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return -(-height // self.stride), -(-width // self.stride)
 
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        """The paper's parameter count (bias excluded), independent of how the weights are stored:
+        the tests hold the op's real parameters to it."""
+        raise NotImplementedError(f"{cls.__name__} declares no closed-form parameter count")
+
     def macs_per_position(self) -> int:
         """Multiply-accumulates per output pixel (all output channels), bias excluded."""
         raise NotImplementedError
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's definition taken literally and slowly; kinds that have one override this and
+        the tests hold ``forward`` to it. Not copied into a standalone model.py."""
+        raise NotImplementedError(f"{type(self).__name__} has no reference forward")
+
+    @classmethod
+    def has_reference(cls) -> bool:
+        return cls.reference_forward is not ConvOp.reference_forward
 
     def extra_macs(self) -> int:
         """Multiply-accumulates per sample that do not scale with the output size."""
@@ -136,3 +174,27 @@ def kaiming_(weight: torch.Tensor, fan_in: int) -> torch.Tensor:
     bound = math.sqrt(6.0 / max(fan_in, 1))
     with torch.no_grad():
         return weight.uniform_(-bound, bound)
+
+
+def short_label(kind: str, kernel: int, dilation: int, options: dict[str, Any]) -> str:
+    """Compact label of one configured kind, e.g. ``het(p4)``, ``group(g2,s)``, ``dsc(k5)``: the
+    kernel when not 3, the dilation when not 1, then each option by its class's ``short_names``
+    (a true flag prints its letter alone, ordinary values in ``short_omit`` are left out)."""
+    cls = _REGISTRY.get(kind)
+    names = cls.short_names if cls else {}
+    omit = cls.short_omit if cls else {}
+    parts = [f"k{kernel}"] if kernel != 3 else []
+    if dilation != 1:
+        parts.append(f"dil{dilation}")
+    for name, value in sorted(options.items()):
+        if name in omit and omit[name] == value:
+            continue
+        label = names.get(name, name)
+        if isinstance(value, bool):
+            if value:
+                parts.append(label)
+        elif isinstance(value, (list, tuple)):
+            parts.append(label + "-".join(str(v) for v in value))
+        else:
+            parts.append(f"{label}{value:g}" if isinstance(value, (int, float)) else f"{label}{value}")
+    return f"{kind}({','.join(parts)})" if parts else kind

@@ -9,15 +9,26 @@ equivalent expert-sum form (see ``_forward_expert_sum``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, _positive_int, kaiming_, register
+from .base import ConvOp, kaiming_, positive_int, register
 
 
 @register("cond")
 class CondConv(ConvOp):
+    order = 50
+    short_names = {"experts": "e"}
+    examples = ({"experts": 4}, {"experts": 3})
+
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        e = options.get("experts", 4)
+        return e * out_channels * in_channels * kernel_size**2 + in_channels * e + e
+
     def __init__(
         self,
         in_channels: int,
@@ -30,7 +41,7 @@ class CondConv(ConvOp):
         experts: int = 4,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias)
-        self.experts = _positive_int("experts", experts)
+        self.experts = positive_int("experts", experts)
         k = self.kernel_size
         self.weight = nn.Parameter(kaiming_(torch.empty(experts, out_channels, in_channels, k, k), in_channels * k * k))
         self.bias = nn.Parameter(torch.zeros(experts, out_channels)) if bias else None

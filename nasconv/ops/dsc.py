@@ -6,6 +6,8 @@ between them: the bare factorisation. Params M*k^2 + M*N.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,12 @@ from .base import ConvOp, kaiming_, register
 
 @register("dsc")
 class DepthwiseSeparableConv(ConvOp):
+    order = 20
+
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        return in_channels * kernel_size**2 + in_channels * out_channels
+
     def __init__(
         self,
         in_channels: int,

@@ -8,15 +8,28 @@ to the block builder here. Params M*c*k^2 + c*(ratio-1)*dw_kernel^2.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, _positive_int, kaiming_, register
+from .base import ConvOp, kaiming_, positive_int, register
 
 
 @register("ghost")
 class GhostConv(ConvOp):
+    order = 40
+    short_names = {"ratio": "r", "dw_kernel": "d"}
+    short_omit = {"dw_kernel": 3}
+    examples = ({"ratio": 2, "dw_kernel": 3}, {"ratio": 3, "dw_kernel": 5})
+
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        ratio, d = options.get("ratio", 2), options.get("dw_kernel", 3)
+        c = -(-out_channels // ratio)
+        return in_channels * c * kernel_size**2 + c * (ratio - 1) * d * d
+
     def __init__(
         self,
         in_channels: int,
@@ -30,10 +43,10 @@ class GhostConv(ConvOp):
         dw_kernel: int = 3,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias)
-        self.ratio = _positive_int("ratio", ratio)
+        self.ratio = positive_int("ratio", ratio)
         if ratio < 2:
             raise ValueError(f"ghost ratio must be at least 2, got {ratio}")
-        self.dw_kernel = _positive_int("dw_kernel", dw_kernel)
+        self.dw_kernel = positive_int("dw_kernel", dw_kernel)
         if dw_kernel % 2 == 0:
             raise ValueError(f"ghost dw_kernel must be odd, got {dw_kernel}")
         k = self.kernel_size

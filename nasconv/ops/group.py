@@ -5,10 +5,12 @@ Zhang et al., "ShuffleNet", CVPR 2018: the shuffle lets the next grouped layer s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from .base import ConvOp, _positive_int, kaiming_, register
+from .base import ConvOp, kaiming_, positive_int, register
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -18,6 +20,15 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 @register("group")
 class GroupConv(ConvOp):
+    order = 10
+    short_names = {"groups": "g", "shuffle": "s"}
+    examples = ({"groups": 4}, {"groups": 2}, {"groups": 2, "shuffle": True})
+    standalone = (channel_shuffle,)
+
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        return out_channels * (in_channels // options["groups"]) * kernel_size**2
+
     def __init__(
         self,
         in_channels: int,
@@ -31,7 +42,7 @@ class GroupConv(ConvOp):
         shuffle: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias)
-        self.groups = _positive_int("groups", groups)
+        self.groups = positive_int("groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.shuffle = bool(shuffle)

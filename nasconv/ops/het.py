@@ -14,11 +14,13 @@ and a single convolution runs. ``split`` forward instead runs the k x k part as 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, _positive_int, kaiming_, register
+from .base import ConvOp, kaiming_, positive_int, register
 
 
 def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
@@ -30,6 +32,17 @@ def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
 
 @register("het")
 class HetConv(ConvOp):
+    order = 30
+    short_names = {"p": "p"}
+    examples = ({"p": 4}, {"p": 2})
+    standalone = (het_kxk_mask,)
+    flops_match_aten = False  # the dense and split forms run more MACs than the paper's count
+
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        p = options["p"]
+        return out_channels * ((in_channels // p) * kernel_size**2 + in_channels - in_channels // p)
+
     def __init__(
         self,
         in_channels: int,
@@ -42,7 +55,7 @@ class HetConv(ConvOp):
         p: int = 4,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias)
-        self.p = _positive_int("p", p)
+        self.p = positive_int("p", p)
         if in_channels % p:
             raise ValueError(f"het p={p} must divide in_channels={in_channels}")
         m, n, k = in_channels, out_channels, self.kernel_size
@@ -93,27 +106,26 @@ class HetConv(ConvOp):
         w1 = self.weight_1x1.new_zeros(n * m).index_put((self._one_by_one,), self.weight_1x1.reshape(-1))  # type: ignore[arg-type]
         return F.conv2d(x, w1.view(n, m, 1, 1), self.bias, self.stride).add_(g)
 
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's description taken literally, one kernel per (filter, input channel) pair.
+
+        Slow by construction: the ground truth that tests and ``benchmarks/ops.py`` compare against.
+        """
+        mask = het_kxk_mask(self.in_channels, self.out_channels, self.p)
+        outputs = []
+        for n in range(self.out_channels):
+            kxk = iter(self.weight_kxk[n])
+            ones = iter(self.weight_1x1[n])
+            total = torch.zeros(())
+            for i in range(self.in_channels):
+                xi = x[:, i : i + 1]
+                if mask[n, i]:
+                    w = next(kxk).view(1, 1, self.kernel_size, self.kernel_size)
+                    total = total + F.conv2d(xi, w, None, self.stride, self.padding, self.dilation)
+                else:
+                    total = total + F.conv2d(xi, next(ones).view(1, 1, 1, 1), None, self.stride)
+            outputs.append(total)
+        return torch.cat(outputs, dim=1)
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", p={self.p}"
-
-
-def het_reference_forward(op: HetConv, x: torch.Tensor) -> torch.Tensor:
-    """The paper's description taken literally, one kernel per (filter, input channel) pair.
-
-    Slow by construction: the ground truth that tests and ``benchmarks/ops.py`` compare against.
-    """
-    mask = het_kxk_mask(op.in_channels, op.out_channels, op.p)
-    outputs = []
-    for n in range(op.out_channels):
-        kxk = iter(op.weight_kxk[n])
-        ones = iter(op.weight_1x1[n])
-        total = torch.zeros(())
-        for i in range(op.in_channels):
-            xi = x[:, i : i + 1]
-            if mask[n, i]:
-                w = next(kxk).view(1, 1, op.kernel_size, op.kernel_size)
-                total = total + F.conv2d(xi, w, None, op.stride, op.padding, op.dilation)
-            else:
-                total = total + F.conv2d(xi, next(ones).view(1, 1, 1, 1), None, op.stride)
-        outputs.append(total)
-    return torch.cat(outputs, dim=1)

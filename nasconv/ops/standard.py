@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,6 +12,12 @@ from .base import ConvOp, kaiming_, register
 
 @register("standard")
 class StandardConv(ConvOp):
+    order = 0
+
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        return out_channels * in_channels * kernel_size**2
+
     def __init__(
         self,
         in_channels: int,

@@ -14,11 +14,13 @@ import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from .ops import ConvOp
+from ..ops import ConvOp
+from .arch import Arch, build_model, input_shape
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,20 @@ def profile(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Profi
     if not layers and (macs or isinstance(model, ConvOp)):
         layers = (LayerCost("", type(model).__name__, count_params(model), int(macs)),)
     return Profile(params=count_params(model), macs=int(macs), input_shape=shape, layers=layers)
+
+
+class LatencyPredictor(Protocol):
+    def predict(self, arch: Arch) -> float: ...
+
+
+def static_costs(arch: Arch, table: LatencyPredictor | None = None) -> dict[str, float]:
+    """Costs of an architecture known before training: params, MACs and FLOPs (batch 1), and
+    ``latency_ms`` when a lookup table predicts it."""
+    prof = profile(build_model(arch), input_shape(arch))
+    costs: dict[str, float] = {"params": prof.params, "macs": prof.macs, "flops": prof.flops}
+    if table is not None:
+        costs["latency_ms"] = table.predict(arch)
+    return costs
 
 
 def count_params(model: nn.Module) -> int:

@@ -18,20 +18,24 @@ from typing import Annotated, Any, Literal, Protocol
 
 import torch
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from .arch import ACTIVATIONS, Arch, StageArch
-from .errors import NasconvError, read_yaml
-from .ops import CONV_KINDS, build_conv, kind_params
-
-OBJECTIVES: dict[str, str] = {
-    "accuracy": "maximize",
-    "macs": "minimize",
-    "flops": "minimize",
-    "params": "minimize",
-    "latency_ms": "minimize",
-}
-SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
+from ..errors import NasconvError, brief
+from ..files import read_yaml
+from ..model.arch import ACTIVATIONS, Arch, StageArch
+from ..ops import CONV_KINDS, build_conv, kind_params
+from .multi_objective import OBJECTIVES
+from .samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from .scheduler import EARLY_STOPPING
 
 
 def _as_choices(value: Any) -> Any:
@@ -162,12 +166,22 @@ class ConstraintsSpec(Strict):
 class SearchSpec(Strict):
     trials: int = Field(default=20, ge=1)
     workers: int | None = Field(default=None, ge=1)
-    sampler: Literal["nsga2", "nsga3", "tpe", "random"] = "nsga2"
+    sampler: str = DEFAULT_SAMPLER
     population: int = Field(default=10, ge=2)
     seed: int = 0
-    early_stopping: Literal["none", "mo-asha"] = "none"
+    early_stopping: str = "none"
     grace_epochs: int = Field(default=1, ge=1, description="mo-asha: first rung")
     reduction: int = Field(default=3, ge=2, description="mo-asha: keep 1/reduction at each rung")
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        return _one_of(name, SAMPLER_NAMES)
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _known_early_stopping(cls, name: str) -> str:
+        return _one_of(name, EARLY_STOPPING)
 
 
 class TrainingSpec(Strict):
@@ -214,6 +228,12 @@ class SpaceSpec(Strict):
         if len(set(self.objectives)) != len(self.objectives):
             raise ValueError("objectives: each objective may appear once")
         return self
+
+
+def _one_of(name: str, names: tuple[str, ...]) -> str:
+    if name not in names:
+        raise ValueError(f"unknown {brief(name)}; known: {', '.join(names)}")
+    return name
 
 
 class TrialLike(Protocol):
@@ -268,7 +288,7 @@ class Space:
         return list(self.spec.objectives)
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         return [OBJECTIVES[o] for o in self.spec.objectives]
 
     def stage_in_channels(self, index: int) -> tuple[int, ...]:

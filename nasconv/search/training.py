@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch import Arch, build_model
+from ..model.arch import Arch, build_model
 from .data import Data
 from .space import TrainingSpec
 

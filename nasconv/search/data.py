@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import NasconvError
+from ..errors import NasconvError
 from .space import DatasetSpec, SpaceSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -118,9 +118,9 @@ def _imagefolder(root: Path, channels: int, size: int) -> tuple[np.ndarray, np.n
     for label, folder in enumerate(classes):
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(path) as img:
-                    img = img.convert("L" if channels == 1 else "RGB").resize((size, size))
-                    arr = np.asarray(img, dtype=np.float32)
+                with Image.open(path) as image:
+                    converted = image.convert("L" if channels == 1 else "RGB").resize((size, size))
+                    arr = np.asarray(converted, dtype=np.float32)
                 xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
                 ys.append(label)
     if not xs:

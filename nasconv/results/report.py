@@ -16,32 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .results import _minimised, knee, open_study, pareto, pareto_figure, png_figure, sort_objective, write_results
-
-
-def _hv(points: np.ndarray, reference: np.ndarray) -> float:
-    """Exact hypervolume (minimisation) by slicing along the last axis; fine for fronts of hundreds."""
-    points = points[np.all(points < reference, axis=1)]
-    if len(points) == 0:
-        return 0.0
-    if points.shape[1] == 1:
-        return float(reference[0] - points[:, 0].min())
-    order = np.argsort(points[:, -1])
-    points = points[order]
-    total = 0.0
-    for i in range(len(points)):
-        upper = points[i + 1, -1] if i + 1 < len(points) else reference[-1]
-        depth = upper - points[i, -1]
-        if depth > 0:
-            total += depth * _hv(points[: i + 1, :-1], reference[:-1])
-    return total
+from ..search.multi_objective import hypervolume as exact_hypervolume
+from ..search.multi_objective import minimised
+from ..search.study import COMPLETE, open_study, trial_state
+from .folder import full_budget, knee, pareto, sort_objective, write_results
+from .plots import pareto_figure, png_figure
 
 
 def normalisation(df: pd.DataFrame, objectives: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per objective in minimisation form, over every trained trial: HV is computed on
     objectives scaled to [0, 1] with the reference point at 1.1 in every axis."""
-    done = df[df["state"].isin(["COMPLETE", "STOPPED"])].dropna(subset=list(objectives))
-    pts = _minimised(done, objectives)
+    done = full_budget(df, objectives)
+    pts = minimised(done, objectives)
     low, high = pts.min(axis=0), pts.max(axis=0)
     for i, name in enumerate(objectives):
         if name == "accuracy":
@@ -57,8 +43,8 @@ def hypervolume(
     if front.empty:
         return 0.0
     low, high = scale or normalisation(df, objectives)
-    pts = (_minimised(front, objectives) - low) / (high - low)
-    return _hv(pts, np.full(len(objectives), 1.1))
+    pts = (minimised(front, objectives) - low) / (high - low)
+    return exact_hypervolume(pts, np.full(len(objectives), 1.1))
 
 
 def hypervolume_history(df: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
@@ -86,20 +72,20 @@ def importances(study: Any, objectives: Sequence[str]) -> pd.DataFrame:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    feasible = [
-        t
-        for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-        if not t.user_attrs.get("infeasible") and not t.user_attrs.get("early_stopped")
-    ]
+    feasible = [t for t in study.get_trials(deepcopy=False) if trial_state(t) == COMPLETE]
     rows = []
     if len(feasible) < 3:
         return pd.DataFrame(columns=["objective", "gene", "importance"])
     sub = optuna.create_study(directions=study.directions)
     sub.add_trials(feasible)
     for i, name in enumerate(objectives):
+
+        def target(t: optuna.trial.FrozenTrial, i: int = i) -> float:
+            return float(t.values[i])
+
         try:
             imp = optuna.importance.get_param_importances(
-                sub, target=lambda t, i=i: t.values[i], evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+                sub, target=target, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
             )
         except (RuntimeError, ValueError):
             continue

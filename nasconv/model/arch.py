@@ -16,15 +16,21 @@ import torch
 import yaml
 from torch import nn
 
-from .errors import NasconvError, read_yaml
-from .ops import build_conv
+from ..errors import NasconvError, brief
+from ..files import read_yaml
+from ..ops import build_conv, registered_kinds, short_label
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
-_SHORT = {"p": "p", "groups": "g", "ratio": "r", "experts": "e", "dw_kernel": "d", "shuffle": "s"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageArch:
+    """One stage: ``depth`` blocks of one conv kind; the first block carries ``stride``.
+
+    Canonical: options are sorted, and a 1 x 1 kernel has dilation 1 (dilation cannot change it),
+    so two stages that build the same network compare equal.
+    """
+
     kind: str
     channels: int
     depth: int = 1
@@ -37,23 +43,18 @@ class StageArch:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in dict(self.options).items())))
+        if self.kernel == 1:
+            object.__setattr__(self, "dilation", 1)
 
     def short(self) -> str:
-        """Compact label, e.g. ``het(p4)`` or ``group(g2s)`` or ``dsc(k5)``."""
-        parts = [f"k{self.kernel}"] if self.kernel != 3 else []
-        if self.dilation != 1:
-            parts.append(f"dil{self.dilation}")
-        for name, value in self.options:
-            if isinstance(value, bool):
-                if value:
-                    parts.append(_SHORT.get(name, name))
-            elif not (name == "dw_kernel" and value == 3):
-                parts.append(f"{_SHORT.get(name, name)}{value:g}")
-        return f"{self.kind}({','.join(parts)})" if parts else self.kind
+        """Compact label, e.g. ``het(p4)`` or ``group(g2,s)`` or ``dsc(k5)``."""
+        return short_label(self.kind, self.kernel, self.dilation, dict(self.options))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Arch:
+    """A whole network as plain data: input, stem, stages, head."""
+
     input_channels: int
     input_size: int
     classes: int
@@ -78,19 +79,58 @@ class Arch:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "arch") -> Arch:
+    def from_dict(cls, data: Any, where: str = "arch") -> Arch:
+        """Rebuild an Arch from ``to_dict`` output, checked: a wrong shape, an unknown kind or option,
+        or a network that cannot build is a NasconvError naming ``where`` and the key."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("stages"), (list, tuple)):
+            raise NasconvError(f"{where}: not a nasconv architecture (expected a mapping with a list of 'stages')")
         try:
-            stages = tuple(
-                StageArch(**{**s, "options": tuple(dict(s.get("options") or {}).items())}) for s in data["stages"]
-            )
-            arch = cls(**{**data, "stages": stages})
-        except (KeyError, TypeError, AttributeError) as exc:
+            stages = []
+            for i, s in enumerate(data["stages"]):
+                if not isinstance(s, Mapping) or not isinstance(s.get("options") or {}, Mapping):
+                    raise TypeError(f"stages[{i}] is not a mapping with an options mapping")
+                stages.append(StageArch(**{**s, "options": tuple(dict(s.get("options") or {}).items())}))
+            arch = cls(**{**data, "stages": tuple(stages)})
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise NasconvError(f"{where}: not a nasconv architecture ({exc})") from None
+        arch.check(where)
         return arch
 
     @classmethod
-    def from_json(cls, text: str) -> Arch:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, where: str = "arch") -> Arch:
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise NasconvError(f"{where}: the architecture is not valid JSON ({exc})") from None
+        return cls.from_dict(data, where)
+
+    def check(self, where: str = "arch") -> None:
+        """Every field of a sensible type, every kind and option known, and the network buildable."""
+
+        def positive(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NasconvError(f"{where}: {name} must be a positive integer, got {brief(value)}")
+
+        for name in ("input_channels", "input_size", "classes", "stem_channels", "stem_kernel", "stem_stride"):
+            positive(name, getattr(self, name))
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise NasconvError(f"{where}: dropout must be in [0, 1), got {brief(self.dropout)}")
+        for i, stage in enumerate(self.stages):
+            at = f"stages[{i}]"
+            for name in ("channels", "depth", "stride", "kernel", "dilation"):
+                positive(f"{at}.{name}", getattr(stage, name))
+            if stage.kind not in registered_kinds():
+                known = ", ".join(registered_kinds())
+                raise NasconvError(f"{where}: {at}.kind: unknown conv kind {brief(stage.kind)} (known: {known})")
+            if stage.activation not in ACTIVATIONS:
+                raise NasconvError(f"{where}: {at}.activation: unknown {brief(stage.activation)}")
+            if isinstance(stage.se, bool) or not isinstance(stage.se, (int, float)) or not 0 <= stage.se < 1:
+                raise NasconvError(f"{where}: {at}.se must be in [0, 1), got {brief(stage.se)}")
+        try:
+            with torch.device("meta"):
+                Net(self)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise NasconvError(f"{where}: cannot build this architecture ({exc})") from None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -103,8 +143,6 @@ def load_arch(path: str | Path) -> Arch:
     data = read_yaml(path, "architecture file")
     if isinstance(data, dict) and isinstance(data.get("arch"), dict):
         data = data["arch"]
-    if not isinstance(data, dict):
-        raise NasconvError(f"{path}: expected a mapping with 'stages'")
     return Arch.from_dict(data, where=str(path))
 
 

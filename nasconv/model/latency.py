@@ -24,7 +24,7 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import NasconvError
 from .arch import Arch, Block, StageArch, build_model, make_head, make_stem
 from .cost import measure_latency, torch_threads
-from .errors import NasconvError
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -98,7 +98,16 @@ def space_parts(space: Any) -> list[str]:
                 options.kernel, options.dilation, *(getattr(options, n) for n in names)
             ):
                 for se, act, out in itertools.product(stage.se, stage.activation, stage.channels):
-                    s = StageArch(kind, out, 1, stage.stride, kernel, dilation, tuple(zip(names, values)), se, act)
+                    s = StageArch(
+                        kind=kind,
+                        channels=out,
+                        stride=stage.stride,
+                        kernel=kernel,
+                        dilation=dilation,
+                        options=tuple(zip(names, values)),
+                        se=se,
+                        activation=act,
+                    )
                     keys += [block_key(s, m, stage.stride, size) for m in previous]
                     if max(stage.depth) > 1:
                         keys.append(block_key(s, out, 1, out_size))
@@ -115,15 +124,14 @@ def build_part(key: str, dropout: float = 0.0) -> tuple[nn.Module, tuple[int, in
     if k["part"] == "head":
         return make_head(k["inp"], k["classes"], dropout), (k["inp"], k["size"], k["size"])
     stage = StageArch(
-        k["kind"],
-        k["out"],
-        1,
-        k["stride"],
-        k["kernel"],
-        k["dilation"],
-        tuple(k["options"].items()),
-        k["se"],
-        k["activation"],
+        kind=k["kind"],
+        channels=k["out"],
+        stride=k["stride"],
+        kernel=k["kernel"],
+        dilation=k["dilation"],
+        options=tuple(k["options"].items()),
+        se=k["se"],
+        activation=k["activation"],
     )
     return Block(stage, k["inp"], k["stride"]), (k["inp"], k["size"], k["size"])
 
@@ -140,7 +148,7 @@ def _ort_latency(module: nn.Module, shape: tuple[int, ...], threads: int, warmup
     buffer = io.BytesIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), buffer, input_names=["input"], dynamo=False)
+        torch.onnx.export(module, (x,), buffer, input_names=["input"], dynamo=False)  # type: ignore[arg-type]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -265,6 +273,26 @@ class LatencyTable:
             raise NasconvError(f"{path}: not a nasconv latency table ({exc})") from None
 
 
+def space_latency_table(space: Any) -> LatencyTable | None:
+    """The table a space names (``latency.table``, a path relative to the space file), checked to
+    cover every block the space can produce; None when it names none."""
+    name = space.spec.latency.table
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    beside = Path(space.source).parent / path
+    if not path.is_absolute() and beside.is_file():
+        path = beside
+    table = LatencyTable.load(path)
+    missing = table.missing(space)
+    if missing:
+        raise NasconvError(
+            f"{path}: lacks {len(missing)} of the space's blocks; run "
+            f"nasconv profile-device {space.source} --out {path} (measured entries are reused)"
+        )
+    return table
+
+
 def part_type(key: str) -> str:
     k = json.loads(key)
     return k["kind"] if k["part"] == "block" else k["part"]
@@ -294,7 +322,7 @@ def fit_calibration(
 
 
 def best_of_rounds(
-    items: dict[str, tuple[nn.Module, tuple[int, ...]]],
+    items: Mapping[str, tuple[nn.Module, tuple[int, ...]]],
     *,
     rounds: int,
     backend: str,

@@ -7,10 +7,10 @@ PyTorch model on random input. A failed check is an error.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import inspect
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import arch as arch_module
-from .arch import Arch, build_model, input_shape
-from .errors import NasconvError
-from .ops import base as ops_base
-from .ops import op_class
-from .results import knee
+from ..errors import NasconvError
+from ..model import arch as arch_module
+from ..model.arch import Arch, build_model, input_shape, load_arch
+from ..ops import base as ops_base
+from ..ops import op_class
+from .folder import knee
 
 FORMATS = ("arch", "pt", "onnx", "ts", "py")
 TOLERANCE = 1e-4
@@ -140,24 +140,37 @@ def _source(obj: Any) -> str:
     return inspect.getsource(obj).rstrip() + "\n\n"
 
 
+def _class_source(cls: type) -> str:
+    """A class's source without its ``reference_forward`` (a test oracle, not part of a model)."""
+    source = inspect.getsource(cls)
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    for node in reversed(tree.body[0].body):  # type: ignore[attr-defined]
+        if isinstance(node, ast.FunctionDef) and node.name == "reference_forward":
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+            del lines[start : node.end_lineno]
+    return "".join(lines).rstrip() + "\n\n"
+
+
 def standalone_source(arch: Arch) -> str:
-    """Python source of a torch-only module file that defines exactly ``build_model(arch)``."""
+    """Python source of a torch-only module file that defines exactly ``build_model(arch)``: the
+    base operator, each kind the architecture uses with the helpers its class declares in
+    ``standalone``, the block builder, and the architecture itself."""
     kinds = ["standard", *sorted({s.kind for s in arch.stages} - {"standard"})]
     parts = [
         _HEADER.format(short=arch.short()),
-        _source(ops_base._positive_int),
+        _source(ops_base.positive_int),
         _source(ops_base.kaiming_),
         _source(ops_base.ConvOp),
     ]
+    copied: set[int] = set()
     for kind in kinds:
-        module = sys.modules[op_class(kind).__module__]
-        helpers = [
-            obj
-            for name, obj in vars(module).items()
-            if inspect.isfunction(obj) and obj.__module__ == module.__name__ and not name.startswith("het_ref")
-        ]
-        parts += [_source(h) for h in helpers]
-        parts.append(_source(op_class(kind)))
+        cls = op_class(kind)
+        for helper in cls.standalone:
+            if id(helper) not in copied:
+                copied.add(id(helper))
+                parts.append(_class_source(helper) if inspect.isclass(helper) else _source(helper))
+        parts.append(_class_source(cls))
     acts = ", ".join(f'"{k}": nn.{v.__name__}' for k, v in arch_module.ACTIVATIONS.items())
     parts.append(f"ACTIVATIONS = {{{acts}}}\n\n")
     parts += [
@@ -220,6 +233,8 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
             dynamo=True,
             verbose=False,
         )
+        if program is None:
+            raise VerificationError(f"{path}: torch.onnx.export returned no program")
         program.save(str(path))
 
 
@@ -239,8 +254,6 @@ def export(
     report: dict[str, Any] = {}
     if "arch" in formats:
         path = arch.save(to / "arch.yaml")
-        from .arch import load_arch
-
         if load_arch(path) != arch:
             raise VerificationError(f"{path}: does not round-trip")
         report["arch"] = (path, 0.0)

@@ -1,6 +1,6 @@
 """One trial, as it runs inside a Ray worker: cost, check and proxy-train an architecture.
 
-Kept apart from :mod:`nasconv.search` so that a worker process imports only what a trial needs
+Kept apart from the driver's modules so that a worker process imports only what a trial needs
 (torch, the space schema, the trainer) and not Optuna, pandas or the plotting stack.
 """
 
@@ -13,8 +13,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .arch import Arch, build_model, input_shape
-from .cost import measure_latency
+from ..model.arch import Arch, build_model, input_shape
+from ..model.cost import measure_latency
+from .protocol import EvaluationContext, TrialReport, TrialRequest
 from .space import Space, parse_space
 
 CONSTRAINT_KEYS = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
@@ -29,7 +30,7 @@ def violations(space: Space, costs: dict[str, float]) -> dict[str, float]:
     out = {}
     for key, metric in CONSTRAINT_KEYS.items():
         limit = getattr(space.spec.constraints, key)
-        if limit is not None and metric in costs:
+        if limit is not None and costs.get(metric) is not None:
             out[key] = costs[metric] / limit - 1.0
     return out
 
@@ -58,56 +59,53 @@ def _set_threads(threads: int) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _space_from_json(text: str) -> Space:
-
     return parse_space(json.loads(text))
 
 
-def evaluate_trial(config: dict[str, Any], context: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
+def evaluate_trial(request: TrialRequest, context: EvaluationContext, report: Callable[[TrialReport], None]) -> None:
     """Cost, check and proxy-train one architecture, reporting every objective at every epoch.
 
     Never raises: a failure is reported as ``failed`` with its reason.
     """
     try:
         from .data import space_data
-        from .train import train
+        from .training import train
 
-        space = _space_from_json(context["space"])
+        space = _space_from_json(context.space)
         spec = space.spec
-        _set_threads(context["threads"])
-        arch = Arch.from_json(config["arch"])
-        costs = dict(config["costs"])
+        _set_threads(context.threads)
+        arch = Arch.from_json(request.arch)
+        costs = dict(request.costs)
         if needs_latency(space) and "latency_ms" not in costs:
             costs["latency_ms"] = measured_latency(space, arch)
-        base = {**costs, "accuracy": 0.0, "epoch": 0, "train_seconds": 0.0}
+        base = TrialReport.with_costs(costs)
         broken = {k: v for k, v in violations(space, costs).items() if v > 0}
         if broken:
-            report({**base, "infeasible": True, "reason": ", ".join(sorted(broken))})
+            report(base.replace(infeasible=True, reason=", ".join(sorted(broken))))
             return
         data = space_data(spec)
 
         def on_epoch(e: Any) -> None:
-            report(
-                {**base, "accuracy": e.accuracy, "val_loss": e.loss, "epoch": e.epoch, "train_seconds": e.train_seconds}
-            )
+            report(base.replace(accuracy=e.accuracy, val_loss=e.loss, epoch=e.epoch, train_seconds=e.train_seconds))
 
         result, _ = train(arch, data, spec.training, on_epoch=on_epoch)
         if result.failed:
             report(
-                {
-                    **base,
-                    "epoch": result.epochs,
-                    "train_seconds": result.train_seconds,
-                    "failed": True,
-                    "reason": result.reason,
-                }
+                base.replace(epoch=result.epochs, train_seconds=result.train_seconds, failed=True, reason=result.reason)
             )
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash of the search
-        report({"failed": True, "reason": f"{type(exc).__name__}: {exc}"[:500]})
+        report(TrialReport(failed=True, reason=f"{type(exc).__name__}: {exc}"[:500]))
 
 
 def ray_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
+    """The Ray Tune trainable: one trial in a worker, each report passed to ``tune.report``."""
     import ray
     from ray import tune
 
-    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-    evaluate_trial(config, context, lambda metrics: tune.report({**metrics, **where}))
+    runtime = ray.get_runtime_context()
+    where = {"node": runtime.get_node_id(), "pid": os.getpid()}
+    evaluate_trial(
+        TrialRequest.from_config(config),
+        EvaluationContext.from_dict(context),
+        lambda r: tune.report(r.replace(**where).to_metrics()),
+    )

@@ -1,0 +1,210 @@
+"""``nasconv search`` end to end: the one place where the space, the study, the searcher, Ray Tune
+and the results folder are joined (NNI's ``NasExperiment`` idea).
+
+Resume is a fresh run on the persistent study: trials left RUNNING by a killed driver are marked
+failed and the remaining budget is run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import NasconvError
+from .model.latency import space_latency_table
+from .results.folder import pareto, write_results
+from .search.data import check_available
+from .search.evaluation import ray_trial
+from .search.protocol import EvaluationContext
+from .search.samplers import make_sampler
+from .search.space import Space
+from .search.study import counts_toward_budget, open_or_create_study
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """How one search runs; ``resolve_options`` fills it from the space and the command line."""
+
+    out: Path
+    trials: int
+    workers: int | None = None
+    seed: int = 0
+    sampler: str = "nsga2"
+    population: int = 10
+    storage: str | None = None
+    resume: bool = False
+    address: str | None = None
+    early_stopping: str = "none"
+    time_budget_s: float | None = None
+
+
+def resolve_options(
+    space: Space,
+    *,
+    out: str | Path | None = None,
+    trials: int | None = None,
+    workers: int | None = None,
+    seed: int | None = None,
+    sampler: str | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    storage: str | None = None,
+    early_stopping: str | None = None,
+    time_budget_s: float | None = None,
+) -> SearchOptions:
+    """The space's ``search:`` settings, overridden by whatever the command line gives."""
+    s = space.spec.search
+    return SearchOptions(
+        out=Path(out) if out else Path("results") / space.name,
+        trials=trials or s.trials,
+        workers=workers or s.workers,
+        seed=s.seed if seed is None else seed,
+        sampler=sampler or s.sampler,
+        population=s.population,
+        storage=storage,
+        resume=resume,
+        address=address or os.environ.get("RAY_ADDRESS") or None,
+        early_stopping=early_stopping or s.early_stopping,
+        time_budget_s=time_budget_s,
+    )
+
+
+# quiet, lean Tune: our own progress display, no per-trial result files, no config-named folders
+_RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_DEDUP_LOGS": "0"}
+
+
+def start_ray(address: str | None) -> None:
+    """Join the cluster at ``address``; without one, start a private local Ray sized to this machine
+    (never join a cluster that ``ray start`` left running here)."""
+    for key, value in _RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+    import ray
+
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise NasconvError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
+
+
+def _trial_name(trial: Any) -> str:
+    return f"trial-{trial.config.get('number', trial.trial_id)}"
+
+
+def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
+    from .search.progress import Progress, status_line
+
+    check_available(space.spec.dataset)
+    table = space_latency_table(space)
+    opened = open_or_create_study(
+        space,
+        opts.out,
+        storage=opts.storage,
+        resume=opts.resume,
+        sampler=lambda n: make_sampler(opts.sampler, seed=opts.seed + n, population=opts.population),
+    )
+    study = opened.study
+    if opened.notes and progress:
+        print("nasconv: note: resuming with " + "; ".join(opened.notes), file=sys.stderr)
+    budget = max(0, opts.trials - sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False)))
+    if budget == 0:
+        return write_results(study, opts.out)
+
+    start_ray(opts.address)
+    import ray
+    from ray import tune
+
+    from .search.searcher import StudySearcher
+
+    cpus = 1
+    workers = opts.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus)
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(workers)
+
+    last_plots = [time.monotonic()]
+    told = [0]
+
+    def on_change() -> None:
+        # the driver shares the CPUs with the trials: CSVs after every finished trial (cheap),
+        # plots at most once a minute, nothing when a trial merely starts
+        c = searcher.counters
+        finished = c.done + c.infeasible + c.repeats
+        if finished != told[0]:
+            told[0] = finished
+            plots = time.monotonic() - last_plots[0] > 60
+            df = write_results(study, opts.out, plots=plots)
+            if plots:
+                last_plots[0] = time.monotonic()
+            c.pareto = len(pareto(df))
+        status.update()
+
+    searcher = StudySearcher(
+        study, space, budget=budget, epochs=space.spec.training.epochs, on_change=on_change, table=table
+    )
+    status = Progress(searcher.counters, progress)
+    context = EvaluationContext(space=space.spec.model_dump_json(), threads=cpus)
+    scheduler = None
+    if opts.early_stopping == "mo-asha":
+        from .search.tune_scheduler import MultiObjectiveASHA
+
+        s = space.spec.search
+        scheduler = MultiObjectiveASHA(space.objectives, space.spec.training.epochs, s.grace_epochs, s.reduction)
+    trainable = tune.with_resources(tune.with_parameters(ray_trial, context=context.to_dict()), {"cpu": cpus})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=-1,
+            max_concurrent_trials=workers,
+            reuse_actors=True,
+            scheduler=scheduler,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+            time_budget_s=opts.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str((opts.out / "ray").resolve()),
+            verbose=0,
+            progress_reporter=None,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        searcher.mark_interrupted()
+        status.close()
+        df = write_results(study, opts.out)
+    if progress:
+        print("nasconv: " + status_line(searcher.counters), file=sys.stderr)
+        if searcher.finished_reason:
+            print(f"nasconv: stopped early: {searcher.finished_reason}", file=sys.stderr)
+    return df
+
+
+def summarise(df: pd.DataFrame) -> str:
+    front = pareto(df)
+    counts = df["state"].value_counts().to_dict()
+    parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    return f"{len(df)} trials ({parts}); {len(front)} on the Pareto front"
+
+
+__all__ = ["SearchOptions", "resolve_options", "run_search", "start_ray", "summarise"]

@@ -1,0 +1,1 @@
+"""The model: an architecture as data (arch), what it costs (cost), and per-device latency tables."""

@@ -1,0 +1,1 @@
+"""The results: the results folder, its plots, the report and the export."""

@@ -1,0 +1,265 @@
+"""The Optuna study: where a search keeps its record, how it is opened, created and resumed.
+
+A results folder holds the study as ``study.db`` (SQLite, WAL mode) or names an RDB URL in
+``storage.url``. Resuming refuses a space whose recorded values would change meaning (objectives,
+constraints, training, data, the architecture space); it accepts, with a note, changes that
+cannot (the trial count, workers, sampler, seed, early stopping).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NasconvError, brief
+from .space import Space, SpaceSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+STUDY_FILE = "study.db"
+STORAGE_FILE = "storage.url"
+NAME_FILE = "study.name"
+SPACE_FILE = "space.yaml"
+INTERRUPTED = "interrupted: the search stopped before this trial finished"
+
+# the states a trial is listed with (Optuna's own, refined by nasconv's user attributes)
+COMPLETE, STOPPED, INFEASIBLE, REPEAT, FAIL, RUNNING = "COMPLETE", "STOPPED", "INFEASIBLE", "REPEAT", "FAIL", "RUNNING"
+
+
+def trial_state(trial: Any) -> str:
+    """How nasconv lists a trial: COMPLETE (trained the full budget), STOPPED (early-stopped),
+    INFEASIBLE (over a limit, never trained), REPEAT (an architecture already evaluated, answered
+    from the record), FAIL, RUNNING, or another Optuna state."""
+    state = trial.state.name
+    attrs = trial.user_attrs
+    if attrs.get("repeat_of") is not None and state in (COMPLETE, FAIL):
+        return REPEAT
+    if state == COMPLETE and attrs.get("infeasible"):
+        return INFEASIBLE
+    if state == COMPLETE and attrs.get("early_stopped"):
+        return STOPPED
+    return state
+
+
+def counts_toward_budget(trial: Any) -> bool:
+    """Trials a budget counts: distinct architectures that took a worker (trained, stopped or failed,
+    not interrupted), never infeasible ones or repeats."""
+    state = trial_state(trial)
+    return state in (COMPLETE, STOPPED) or (state == FAIL and trial.user_attrs.get("reason") != INTERRUPTED)
+
+
+# space sections whose change leaves every recorded value's meaning intact
+_NEUTRAL_SECTIONS = ("name", "search")
+# training settings that change where and how fast a trial runs, not what it measures
+_NEUTRAL_TRAINING = ("device", "channels_last")
+
+
+def storage_url(folder: str | Path) -> str | None:
+    """The study storage a results folder points at, or None if it holds no study."""
+    folder = Path(folder)
+    if (folder / STORAGE_FILE).is_file():
+        return (folder / STORAGE_FILE).read_text().strip()
+    if (folder / STUDY_FILE).is_file():
+        return f"sqlite:///{(folder / STUDY_FILE).resolve()}"
+    return None
+
+
+def check_sqlite_study(path: Path) -> None:
+    """A file that claims to be a study must be an intact SQLite database with Optuna's tables;
+    checked read-only, so a damaged file is named, never modified."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise NasconvError(f"{path}: cannot read the study ({exc.strerror})") from None
+    if head != b"SQLite format 3\x00":
+        raise NasconvError(f"{path}: not an SQLite database, so not a nasconv study")
+    try:
+        with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=5) as con:
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+            if not {"studies", "trials", "version_info"} <= tables:
+                raise NasconvError(f"{path}: an SQLite database, but not an Optuna study (no studies/trials tables)")
+            problem = con.execute("pragma quick_check").fetchone()[0]
+            if problem != "ok":
+                raise NasconvError(f"{path}: damaged study database ({problem})")
+            con.execute("select count(*) from trials").fetchone()
+    except sqlite3.Error as exc:
+        raise NasconvError(f"{path}: damaged study database ({exc})") from None
+
+
+def _rdb_storage(url: str, where: str, *, create: bool) -> optuna.storages.RDBStorage:
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(url, skip_table_creation=not create)
+    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as exc:
+        raise NasconvError(f"{where}: cannot open the study storage ({str(exc).splitlines()[0]})") from None
+
+
+def open_study(folder: str | Path) -> optuna.Study:
+    """The study stored in a results folder, for reading (report, export, load_results)."""
+    import optuna
+    import sqlalchemy.exc
+
+    folder = Path(folder)
+    url = storage_url(folder)
+    if url is None:
+        raise NasconvError(f"{folder}: no study here (expected {STUDY_FILE} or {STORAGE_FILE} from nasconv search)")
+    where = str(folder / STUDY_FILE) if url.startswith("sqlite:///") else url
+    if url.startswith("sqlite:///"):
+        check_sqlite_study(Path(url.removeprefix("sqlite:///")))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _rdb_storage(url, where, create=False)
+    try:
+        names = optuna.get_all_study_names(storage)
+        if not names:
+            raise NasconvError(f"{where}: the study storage holds no study")
+        name_file = folder / NAME_FILE
+        name = name_file.read_text().strip() if name_file.is_file() else names[0]
+        if name not in names:
+            raise NasconvError(f"{where}: holds no study named {name!r} (found {', '.join(names)})")
+        return optuna.load_study(study_name=name, storage=storage)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise NasconvError(f"{where}: cannot read the study ({str(exc).splitlines()[0]})") from None
+
+
+def space_meaning(spec: SpaceSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a space that give recorded values their meaning (JSON-comparable)."""
+    data = spec.model_dump(mode="json") if isinstance(spec, SpaceSpec) else dict(spec)
+    meaning = {k: v for k, v in data.items() if k not in _NEUTRAL_SECTIONS}
+    meaning["training"] = {k: v for k, v in (meaning.get("training") or {}).items() if k not in _NEUTRAL_TRAINING}
+    return meaning
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(dict.fromkeys([*old, *new])):
+            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if old == new else (path, old, new)
+
+
+def resume_differences(recorded: Mapping[str, Any], space: Space) -> tuple[str | None, list[str]]:
+    """(the first change that forbids resuming, or None; notes on accepted changes)."""
+    try:
+        old = SpaceSpec.model_validate(recorded)
+    except Exception:  # noqa: BLE001 - a record this version cannot read is simply a different space
+        return "the recorded space cannot be read by this version of nasconv", []
+    found = _first_difference(space_meaning(old), space_meaning(space.spec))
+    refusal = None
+    if found:
+        key, before, after = found
+        refusal = f"{key} changed ({brief(before)} -> {brief(after)})"
+    notes = []
+    old_dump, new_dump = old.model_dump(mode="json"), space.spec.model_dump(mode="json")
+    for section in ("search", "training"):
+        for key in dict.fromkeys([*old_dump[section], *new_dump[section]]):
+            if section == "training" and key not in _NEUTRAL_TRAINING:
+                continue
+            a, b = old_dump[section].get(key), new_dump[section].get(key)
+            if a != b:
+                notes.append(f"{section}.{key} {brief(a)} -> {brief(b)}")
+    return refusal, notes
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenedStudy:
+    study: optuna.Study
+    resumed: bool
+    notes: tuple[str, ...] = ()
+    """Accepted changes since the study began (shown to the user on resume)."""
+
+
+def open_or_create_study(
+    space: Space,
+    out: Path,
+    *,
+    storage: str | None,
+    resume: bool,
+    sampler: Callable[[int], optuna.samplers.BaseSampler],
+) -> OpenedStudy:
+    """The study to search in. Refuses to overwrite an existing study, to resume a missing one, and
+    to resume with a space whose recorded values would change meaning; checks everything before it
+    changes anything. ``sampler(n)`` makes the sampler given the n trials already recorded (a resumed
+    sampler must not replay the random stream of the first run)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    existing = storage_url(out)
+    url = storage or existing or f"sqlite:///{(out / STUDY_FILE).resolve()}"
+    where = str(out / STUDY_FILE) if url.startswith("sqlite:///") else url
+    if storage and existing and existing != storage:
+        raise NasconvError(f"{out}: already holds a study stored at {existing}, not {storage}")
+    if existing and existing.startswith("sqlite:///"):
+        check_sqlite_study(Path(existing.removeprefix("sqlite:///")))
+    rdb = _rdb_storage(url, where, create=True) if (existing or storage) else None
+    present = rdb is not None and space.name in optuna.get_all_study_names(rdb)
+    if present and not resume:
+        assert rdb is not None
+        n = len(optuna.load_study(study_name=space.name, storage=rdb).trials)
+        raise NasconvError(
+            f"{out}: already holds study '{space.name}' with {n} trials; "
+            f"use --resume to continue it, or --out DIR for a new search"
+        )
+    if resume and not present:
+        raise NasconvError(f"{out}: no study '{space.name}' to resume (run without --resume to start one)")
+    if present:
+        assert rdb is not None
+        study = optuna.load_study(study_name=space.name, storage=rdb)
+        recorded = study.user_attrs.get("space")
+        if not isinstance(recorded, dict):
+            raise NasconvError(f"{where}: the study records no space, so nasconv cannot check a resume against it")
+        refusal, notes = resume_differences(recorded, space)
+        if refusal:
+            raise NasconvError(
+                f"{out}: cannot resume: {refusal}, which changes the meaning of recorded trials; "
+                f"use the original space, or --out DIR for a new search"
+            )
+        fail_stale_trials(study, rdb)
+        study.sampler = sampler(len(study.trials))
+        return OpenedStudy(study=study, resumed=True, notes=tuple(notes))
+    out.mkdir(parents=True, exist_ok=True)
+    if not storage:  # write-ahead log: cheaper commits, and readers (dashboard, report) never block us
+        engine = optuna.storages.RDBStorage(url).engine
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        engine.dispose()
+    study = optuna.create_study(study_name=space.name, storage=url, directions=space.directions, sampler=sampler(0))
+    study.set_user_attr("objectives", space.objectives)
+    study.set_user_attr("genes", json.dumps(space.genes(), default=list))
+    study.set_user_attr("space", space.spec.model_dump(mode="json"))
+    if storage:
+        (out / STORAGE_FILE).write_text(storage + "\n")
+    (out / NAME_FILE).write_text(space.name + "\n")
+    source = Path(space.source)
+    (out / SPACE_FILE).write_text(source.read_text() if source.is_file() else space.to_yaml())
+    return OpenedStudy(study=study, resumed=False)
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
+    """Trials a killed driver left RUNNING or WAITING become FAIL with reason ``INTERRUPTED``."""
+    import optuna
+
+    study_id = storage.get_study_id_from_name(study.study_name)
+    stale = [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING]
+    count = 0
+    for t in study.get_trials(deepcopy=False, states=stale):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "reason", INTERRUPTED)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        count += 1
+    return count

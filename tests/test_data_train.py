@@ -116,3 +116,31 @@ def test_callback_can_stop_training() -> None:
     data = load_data(space.spec.dataset, 3, 1, 8, 0.2, 0)
     result, _ = train(space.sample(0), data, TrainingSpec(epochs=4), on_epoch=lambda e: e.epoch == 2)
     assert result.epochs == 2 and result.stopped
+
+
+@pytest.mark.parametrize(("samples", "batch"), [(100, 32), (97, 32), (65, 32), (33, 32), (5, 2), (2, 32)])
+def test_every_sample_is_trained_once_per_epoch(samples: int, batch: int) -> None:
+    from nasconv.search.training import batch_bounds
+
+    bounds = batch_bounds(samples, batch)
+    assert bounds[0][0] == 0 and bounds[-1][1] == samples
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous: each sample once
+    assert all(end - begin >= 2 for begin, end in bounds)  # no batch of one for BatchNorm
+
+
+def test_batch_size_one_is_refused_with_the_reason() -> None:
+    # issue 9: batch_size 1 used to train a single sample per epoch
+    with pytest.raises(NasconvError, match=r"training\.batch_size: must be at least 2 \(BatchNorm"):
+        parse_space(tiny_space_dict(training={"batch_size": 1}))
+
+
+def test_trains_on_every_sample_with_an_odd_remainder() -> None:
+    space = parse_space(tiny_space_dict(dataset={"name": "synthetic", "samples": 85}, training={"batch_size": 67}))
+    from nasconv.search.data import space_data
+
+    data = space_data(space.spec)
+    seen: list[int] = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    model.register_forward_pre_hook(lambda m, inputs: seen.append(len(inputs[0])) if m.training else None)
+    train(model, data, space.spec.training, epochs=1)
+    assert len(data.y_train) % 67 == 1 and sum(seen) == len(data.y_train) and min(seen) >= 2

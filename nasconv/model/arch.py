@@ -42,7 +42,8 @@ class StageArch:
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in dict(self.options).items())))
+        options = {str(k): tuple(v) if isinstance(v, list) else v for k, v in dict(self.options).items()}
+        object.__setattr__(self, "options", tuple(sorted(options.items())))
         if self.kernel == 1:
             object.__setattr__(self, "dilation", 1)
 

@@ -172,6 +172,9 @@ class SearchSpec(Strict):
     early_stopping: str = "none"
     grace_epochs: int = Field(default=1, ge=1, description="mo-asha: first rung")
     reduction: int = Field(default=3, ge=2, description="mo-asha: keep 1/reduction at each rung")
+    cpus_per_trial: int = Field(default=1, ge=1, le=1024)
+    gpus_per_trial: float = Field(default=0.0, ge=0, le=64, description="fractional: 0.25 = four trials per GPU")
+    keep_weights: Literal["front", "all", "none"] = "front"
 
     @field_validator("sampler")
     @classmethod
@@ -184,9 +187,15 @@ class SearchSpec(Strict):
         return _one_of(name, EARLY_STOPPING)
 
 
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUGMENTATIONS = ("none", "flip", "crop-flip")
+KEEP_WEIGHTS = ("front", "all", "none")
+
+
 class TrainingSpec(Strict):
-    epochs: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=3, ge=1, le=100_000)
+    batch_size: int = Field(default=32, le=1 << 20)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(default=0.1, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
@@ -194,6 +203,17 @@ class TrainingSpec(Strict):
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 0
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    augment: Literal["none", "flip", "crop-flip"] = "none"
+
+    @field_validator("batch_size")
+    @classmethod
+    def _two_per_batch(cls, size: int) -> int:
+        if size < 2:
+            raise ValueError(f"must be at least 2 (BatchNorm needs two samples per batch), got {size}")
+        return size
 
 
 class LatencySpec(Strict):

@@ -44,6 +44,15 @@ class TrainResult:
 EpochCallback = Callable[[EpochResult], bool | None]
 
 
+def batch_bounds(samples: int, batch_size: int) -> list[tuple[int, int]]:
+    """[begin, end) of each batch of an epoch: every sample exactly once, and a last batch that
+    would hold a single sample (BatchNorm cannot normalise one) joins the one before it."""
+    bounds = [(begin, min(begin + batch_size, samples)) for begin in range(0, samples, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], samples)]
+    return bounds
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` on (x, y), in eval mode."""
@@ -85,7 +94,8 @@ def train(
     model.train()
     optimizer = _optimizer(model, settings)
     n = len(data.y_train)
-    steps_per_epoch = max(1, math.ceil(n / settings.batch_size))
+    batches = batch_bounds(n, settings.batch_size)
+    steps_per_epoch = len(batches)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult()
@@ -93,10 +103,8 @@ def train(
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=generator)
         total, seen = 0.0, 0
-        for step in range(steps_per_epoch):
-            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            if len(idx) < 2 and seen:  # a batch of one breaks BatchNorm statistics
-                continue
+        for step, (begin, end) in enumerate(batches):
+            idx = order[begin:end]
             logits = model(data.x_train[idx])
             loss = F.cross_entropy(logits, data.y_train[idx], label_smoothing=settings.label_smoothing)
             if not torch.isfinite(loss):

@@ -161,6 +161,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage,
         early_stopping=args.early_stopping,
         time_budget_s=args.time_budget,
+        table=args.table,
     )
     df = run_search(space, opts, progress=not args.quiet)
     print(f"{space.name}: {summarise(df)}")
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite study.db in --out)")
     se.add_argument("--early-stopping", choices=EARLY_STOPPING, help="overrides search.early_stopping")
     se.add_argument("--time-budget", type=_positive_float, help="stop after this many seconds (running trials end)")
+    se.add_argument(
+        "--table", help="tabular mode: evaluate by lookup in this CSV (arch, accuracy, ...) instead of training"
+    )
     se.add_argument("--quiet", action="store_true", help="no progress output")
     se.set_defaults(func=_cmd_search)
 

@@ -18,14 +18,17 @@ from typing import Any
 import pandas as pd
 
 from .errors import NasconvError
+from .model.arch import Arch
+from .model.cost import static_costs
 from .model.latency import space_latency_table
 from .results.folder import pareto, write_results
 from .search.data import check_available
 from .search.evaluation import ray_trial
 from .search.protocol import EvaluationContext
-from .search.samplers import make_sampler
+from .search.samplers import SamplerContext, make_sampler
 from .search.space import Space
 from .search.study import counts_toward_budget, open_or_create_study
+from .search.tabular import load_table
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +46,8 @@ class SearchOptions:
     address: str | None = None
     early_stopping: str = "none"
     time_budget_s: float | None = None
+    table: Path | None = None
+    """Tabular mode: evaluate by lookup in this CSV instead of training (see nasconv.search.tabular)."""
 
 
 def resolve_options(
@@ -58,6 +63,7 @@ def resolve_options(
     storage: str | None = None,
     early_stopping: str | None = None,
     time_budget_s: float | None = None,
+    table: str | Path | None = None,
 ) -> SearchOptions:
     """The space's ``search:`` settings, overridden by whatever the command line gives."""
     s = space.spec.search
@@ -73,6 +79,7 @@ def resolve_options(
         address=address or os.environ.get("RAY_ADDRESS") or None,
         early_stopping=early_stopping or s.early_stopping,
         time_budget_s=time_budget_s,
+        table=Path(table).resolve() if table else None,
     )
 
 
@@ -110,14 +117,32 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
     """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
     from .search.progress import Progress, status_line
 
-    check_available(space.spec.dataset)
-    table = space_latency_table(space)
+    latency_table = space_latency_table(space)
+    lookup = load_table(opts.table) if opts.table else None
+    if lookup is None:
+        check_available(space.spec.dataset)
+
+    def costs(arch: Arch) -> dict[str, float]:
+        known = static_costs(arch, latency_table)
+        row = lookup.get(arch.to_json()) if lookup is not None else None
+        if row:  # tabular mode: the table's costs stand where it has them
+            known.update({k: row[k] for k in ("params", "macs", "flops", "latency_ms") if k in row})
+        return known
+
     opened = open_or_create_study(
         space,
         opts.out,
         storage=opts.storage,
         resume=opts.resume,
-        sampler=lambda n: make_sampler(opts.sampler, seed=opts.seed + n, population=opts.population),
+        sampler=lambda n: make_sampler(
+            opts.sampler,
+            SamplerContext(
+                space=space,
+                seed=opts.seed + n,
+                population=opts.population,
+                costs=costs,
+            ),
+        ),
     )
     study = opened.study
     if opened.notes and progress:
@@ -154,10 +179,12 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
         status.update()
 
     searcher = StudySearcher(
-        study, space, budget=budget, epochs=space.spec.training.epochs, on_change=on_change, table=table
+        study, space, budget=budget, epochs=space.spec.training.epochs, on_change=on_change, costs=costs
     )
     status = Progress(searcher.counters, progress)
-    context = EvaluationContext(space=space.spec.model_dump_json(), threads=cpus)
+    context = EvaluationContext(
+        space=space.spec.model_dump_json(), threads=cpus, table=str(opts.table) if opts.table else None
+    )
     scheduler = None
     if opts.early_stopping == "mo-asha":
         from .search.tune_scheduler import MultiObjectiveASHA

@@ -1,9 +1,10 @@
 """Reading users' files: YAML/JSON with limits, so that a hostile or broken file is a one-line error.
 
-``yaml.safe_load`` only. Limits: the file's size, nesting depth and node count (a YAML alias bomb
-shares nodes while parsing, so the count is taken on the loaded structure, stopping at the limit),
-and every failure of the parser or of YAML's scalar tags (``!!int 1.5``, 5,000-digit integers) is a
-:class:`NasconvError` naming the file.
+Safe loading only (libyaml's ``CSafeLoader`` where installed, else ``SafeLoader``). Limits: the
+file's size, nesting depth and node count (a YAML alias bomb shares nodes while parsing, so the
+count is taken on the loaded structure, stopping at the limit), and every failure of the parser or
+of YAML's scalar tags (``!!int 1.5``, 5,000-digit integers) is a :class:`NasconvError` naming the
+file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 from .errors import NasconvError
 
-MAX_BYTES = 1 << 20
+MAX_BYTES = 256 << 10  # a space or architecture file is a few KB
 MAX_DEPTH = 40
 MAX_NODES = 100_000
 
@@ -64,8 +65,9 @@ def parse_yaml(text: str, where: str) -> Any:
     """``yaml.safe_load`` of ``text``; every parser or tag failure is a NasconvError naming ``where``."""
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when present: 8x faster
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, never the full one
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

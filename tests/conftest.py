@@ -55,13 +55,17 @@ def search_in_process(space, out: Path, trials: int, sampler: str = "random", se
     from nasconv.experiment import resolve_options
     from nasconv.search.evaluation import evaluate_trial
     from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
-    from nasconv.search.samplers import make_sampler
+    from nasconv.search.samplers import SamplerContext, make_sampler
     from nasconv.search.searcher import StudySearcher
     from nasconv.search.study import open_or_create_study
 
     opts = resolve_options(space, out=out, trials=trials, sampler=sampler, seed=seed)
     study = open_or_create_study(
-        space, out, storage=None, resume=False, sampler=lambda n: make_sampler(sampler, seed=seed + n, population=4)
+        space,
+        out,
+        storage=None,
+        resume=False,
+        sampler=lambda n: make_sampler(sampler, SamplerContext(space=space, seed=seed + n, population=4)),
     ).study
     searcher = StudySearcher(
         study, space, budget=opts.trials, epochs=space.spec.training.epochs, on_change=lambda: None

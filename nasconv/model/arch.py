@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,20 @@ class Arch:
         return "·".join(stage.short() for stage in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stages"] = [{**asdict(s), "options": dict(s.options)} for s in self.stages]
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stages"}
+        d["stages"] = [
+            {**{f.name: getattr(s, f.name) for f in fields(s) if f.name != "options"}, "options": dict(s.options)}
+            for s in self.stages
+        ]
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON (sorted keys, no spaces): equal architectures give equal text."""
+        text = self.__dict__.get("_json")
+        if text is None:
+            text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            self.__dict__["_json"] = text  # frozen: cache beside the fields, outside eq and hash
+        return text
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -226,4 +234,86 @@ def input_shape(arch: Arch, batch: int = 1) -> tuple[int, int, int, int]:
     return (batch, arch.input_channels, arch.input_size, arch.input_size)
 
 
-__all__ = ["ACTIVATIONS", "Arch", "Block", "Net", "StageArch", "build_model", "input_shape", "load_arch"]
+# ---------------------------------------------------------------- parts: a network as stem, blocks, head
+# A part key names one module of a network and the size of its input, so that a cost or latency
+# known for a part applies wherever the same part occurs (latency tables, the per-part cost cache).
+
+
+def _key(**fields: Any) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def stem_key(in_channels: int, out_channels: int, kernel: int, stride: int, size: int) -> str:
+    return _key(part="stem", inp=in_channels, out=out_channels, kernel=kernel, stride=stride, size=size)
+
+
+def head_key(channels: int, classes: int, size: int) -> str:
+    return _key(part="head", inp=channels, classes=classes, size=size)
+
+
+def block_key(stage: StageArch, in_channels: int, stride: int, size: int) -> str:
+    return _key(
+        part="block",
+        kind=stage.kind,
+        inp=in_channels,
+        out=stage.channels,
+        stride=stride,
+        kernel=stage.kernel,
+        dilation=stage.dilation,
+        options=dict(stage.options),
+        se=stage.se,
+        activation=stage.activation,
+        size=size,
+    )
+
+
+def arch_parts(arch: Arch) -> list[str]:
+    """The table keys an architecture's forward pass is made of, in order."""
+    size = arch.input_size
+    keys = [stem_key(arch.input_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride, size)]
+    size = -(-size // arch.stem_stride)
+    channels = arch.stem_channels
+    for stage in arch.stages:
+        for index in range(stage.depth):
+            stride = stage.stride if index == 0 else 1
+            keys.append(block_key(stage, channels, stride, size))
+            size, channels = -(-size // stride), stage.channels
+    keys.append(head_key(channels, arch.classes, size))
+    return keys
+
+
+def build_part(key: str, dropout: float = 0.0) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The module a key describes and its input (C, H, W)."""
+    k = json.loads(key)
+    if k["part"] == "stem":
+        return make_stem(k["inp"], k["out"], k["kernel"], k["stride"]), (k["inp"], k["size"], k["size"])
+    if k["part"] == "head":
+        return make_head(k["inp"], k["classes"], dropout), (k["inp"], k["size"], k["size"])
+    stage = StageArch(
+        kind=k["kind"],
+        channels=k["out"],
+        stride=k["stride"],
+        kernel=k["kernel"],
+        dilation=k["dilation"],
+        options=tuple(k["options"].items()),
+        se=k["se"],
+        activation=k["activation"],
+    )
+    return Block(stage, k["inp"], k["stride"]), (k["inp"], k["size"], k["size"])
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "Arch",
+    "Block",
+    "Net",
+    "StageArch",
+    "arch_parts",
+    "block_key",
+    "build_model",
+    "build_part",
+    "head_key",
+    "input_shape",
+    "load_arch",
+    "stem_key",
+]

@@ -33,53 +33,10 @@ import torch
 from torch import nn
 
 from ..errors import NasconvError
-from .arch import Arch, Block, StageArch, build_model, make_head, make_stem
+from .arch import Arch, StageArch, arch_parts, block_key, build_model, build_part, head_key, stem_key
 from .cost import measure_latency, torch_threads
 
 BACKENDS = ("torch", "onnxruntime")
-
-
-def _key(**fields: Any) -> str:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
-
-
-def stem_key(in_channels: int, out_channels: int, kernel: int, stride: int, size: int) -> str:
-    return _key(part="stem", inp=in_channels, out=out_channels, kernel=kernel, stride=stride, size=size)
-
-
-def head_key(channels: int, classes: int, size: int) -> str:
-    return _key(part="head", inp=channels, classes=classes, size=size)
-
-
-def block_key(stage: StageArch, in_channels: int, stride: int, size: int) -> str:
-    return _key(
-        part="block",
-        kind=stage.kind,
-        inp=in_channels,
-        out=stage.channels,
-        stride=stride,
-        kernel=stage.kernel,
-        dilation=stage.dilation,
-        options=dict(stage.options),
-        se=stage.se,
-        activation=stage.activation,
-        size=size,
-    )
-
-
-def arch_parts(arch: Arch) -> list[str]:
-    """The table keys an architecture's forward pass is made of, in order."""
-    size = arch.input_size
-    keys = [stem_key(arch.input_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride, size)]
-    size = -(-size // arch.stem_stride)
-    channels = arch.stem_channels
-    for stage in arch.stages:
-        for index in range(stage.depth):
-            stride = stage.stride if index == 0 else 1
-            keys.append(block_key(stage, channels, stride, size))
-            size, channels = -(-size // stride), stage.channels
-    keys.append(head_key(channels, arch.classes, size))
-    return keys
 
 
 def space_parts(space: Any) -> list[str]:
@@ -114,26 +71,6 @@ def space_parts(space: Any) -> list[str]:
         size, previous = out_size, tuple(stage.channels)
     keys += [head_key(c, spec.classes, size) for c in previous]
     return list(dict.fromkeys(keys))
-
-
-def build_part(key: str, dropout: float = 0.0) -> tuple[nn.Module, tuple[int, int, int]]:
-    """The module a key describes and its input (C, H, W)."""
-    k = json.loads(key)
-    if k["part"] == "stem":
-        return make_stem(k["inp"], k["out"], k["kernel"], k["stride"]), (k["inp"], k["size"], k["size"])
-    if k["part"] == "head":
-        return make_head(k["inp"], k["classes"], dropout), (k["inp"], k["size"], k["size"])
-    stage = StageArch(
-        kind=k["kind"],
-        channels=k["out"],
-        stride=k["stride"],
-        kernel=k["kernel"],
-        dilation=k["dilation"],
-        options=tuple(k["options"].items()),
-        se=k["se"],
-        activation=k["activation"],
-    )
-    return Block(stage, k["inp"], k["stride"]), (k["inp"], k["size"], k["size"])
 
 
 def _ort_latency(module: nn.Module, shape: tuple[int, ...], threads: int, warmup: int, repeats: int) -> list[float]:

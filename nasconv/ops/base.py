@@ -55,8 +55,16 @@ def op_class(kind: str) -> type[ConvOp]:
 
 def kind_params(kind: str) -> dict[str, Any]:
     """The kind-specific keyword parameters of ``kind`` and their defaults (``inspect._empty`` if required)."""
-    sig = inspect.signature(op_class(kind).__init__)
-    return {name: p.default for name, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    cls = op_class(kind)
+    params = _KEYWORD_PARAMS.get(cls)
+    if params is None:  # inspect.signature is slow, and samplers decode thousands of candidates
+        sig = inspect.signature(cls.__init__)
+        params = {n: p.default for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        _KEYWORD_PARAMS[cls] = params
+    return dict(params)
+
+
+_KEYWORD_PARAMS: dict[type, dict[str, Any]] = {}
 
 
 def positive_int(name: str, value: Any) -> int:

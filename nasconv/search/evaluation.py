@@ -83,6 +83,9 @@ def evaluate_trial(request: TrialRequest, context: EvaluationContext, report: Ca
         if broken:
             report(base.replace(infeasible=True, reason=", ".join(sorted(broken))))
             return
+        if context.table:
+            report(_look_up(request, context.table, base, spec.training.epochs))
+            return
         data = space_data(spec)
 
         def on_epoch(e: Any) -> None:
@@ -95,6 +98,21 @@ def evaluate_trial(request: TrialRequest, context: EvaluationContext, report: Ca
             )
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash of the search
         report(TrialReport(failed=True, reason=f"{type(exc).__name__}: {exc}"[:500]))
+
+
+def _look_up(request: TrialRequest, table: str, base: TrialReport, epochs: int) -> TrialReport:
+    """Tabular mode: the table's metrics stand for a full-budget training run."""
+    from .tabular import load_table
+
+    row = load_table(table).get(request.arch)
+    if row is None:
+        return base.replace(failed=True, reason="not in table")
+    return base.replace(
+        accuracy=row["accuracy"],
+        epoch=epochs,
+        train_seconds=row.get("train_seconds", 0.0),
+        **{k: row[k] for k in ("params", "macs", "flops", "latency_ms") if k in row},
+    )
 
 
 def ray_trial(config: dict[str, Any], context: dict[str, Any]) -> None:

@@ -1,59 +1,89 @@
 """The samplers a search may use, by name: one registry read by the space schema and the CLI.
 
-Optuna is imported inside the factories, so the names can be read without it.
+Each factory takes a :class:`SamplerContext`. Optuna (and any heavier module a sampler needs) is
+imported inside the factories, so the names can be read without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NasconvError
 
 if TYPE_CHECKING:
     import optuna
 
+    from ..model.arch import Arch
+    from .space import Space
 
-def _nsga2(*, seed: int, population: int) -> optuna.samplers.BaseSampler:
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerContext:
+    """What a sampler may know: the space, its seed and population, and the costs every
+    architecture has before training (params, MACs, FLOPs, table latency)."""
+
+    space: Space
+    seed: int
+    population: int = 10
+    costs: Callable[[Arch], dict[str, float]] | None = None
+
+
+def _nsga2(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     import optuna
 
-    return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    return optuna.samplers.NSGAIISampler(population_size=ctx.population, seed=ctx.seed)
 
 
-def _nsga3(*, seed: int, population: int) -> optuna.samplers.BaseSampler:
+def _nsga3(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     import optuna
 
-    return optuna.samplers.NSGAIIISampler(population_size=population, seed=seed)
+    return optuna.samplers.NSGAIIISampler(population_size=ctx.population, seed=ctx.seed)
 
 
-def _tpe(*, seed: int, population: int) -> optuna.samplers.BaseSampler:
+def _tpe(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=ctx.seed, multivariate=True, group=True, constant_liar=True)
 
 
-def _random(*, seed: int, population: int) -> optuna.samplers.BaseSampler:
+def _gp(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     import optuna
 
-    return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=ctx.seed)
 
 
-SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+def _random(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=ctx.seed)
+
+
+def _ehvi(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
+    from .cost_aware import CostAwareSampler
+
+    return CostAwareSampler(ctx.space, seed=ctx.seed, costs=ctx.costs)
+
+
+SAMPLERS: dict[str, Callable[[SamplerContext], Any]] = {
+    "ehvi": _ehvi,
     "nsga2": _nsga2,
     "nsga3": _nsga3,
     "tpe": _tpe,
+    "gp": _gp,
     "random": _random,
 }
-"""Sampler name -> factory(seed=, population=)."""
+"""Sampler name -> factory(SamplerContext)."""
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 DEFAULT_SAMPLER = "nsga2"
 
 
-def make_sampler(name: str, *, seed: int, population: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     """The Optuna sampler a space or ``--sampler`` names."""
     try:
         factory = SAMPLERS[name]
     except KeyError:
         raise NasconvError(f"unknown sampler {name!r}; known: {', '.join(SAMPLER_NAMES)}") from None
-    return factory(seed=seed, population=population)
+    return factory(ctx)

@@ -29,7 +29,8 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from ..model.cost import LatencyPredictor, static_costs
+from ..model.arch import Arch
+from ..model.cost import static_costs
 from .evaluation import measured_latency, needs_latency, violations
 from .protocol import TrialReport, TrialRequest
 from .space import Space
@@ -75,7 +76,7 @@ class StudySearcher(Searcher):
         budget: int,
         epochs: int,
         on_change: Callable[[], None],
-        table: LatencyPredictor | None = None,
+        costs: Callable[[Arch], dict[str, float]] = static_costs,
         on_weights: Callable[[int, bytes], None] | None = None,
         stuck_after: int = STUCK_AFTER,
     ) -> None:
@@ -84,7 +85,7 @@ class StudySearcher(Searcher):
         self.space = space
         self.budget = budget
         self.epochs = epochs
-        self.table = table
+        self.costs = costs
         self.on_change = on_change
         self.on_weights = on_weights
         self.stuck_after = stuck_after
@@ -159,7 +160,7 @@ class StudySearcher(Searcher):
             self._idle()
             return None
         try:
-            costs = static_costs(arch, self.table)
+            costs = self.costs(arch)
         except Exception as exc:  # noqa: BLE001 - record why, never crash the search
             trial.set_user_attr("reason", f"cannot build: {type(exc).__name__}: {exc}"[:500])
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)

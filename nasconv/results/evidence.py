@@ -54,9 +54,13 @@ def stage_kinds(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["number", "stage", "kind"])
 
 
-def _kind_order(kinds: Sequence[str]) -> list[str]:
+def _rank(kind: str) -> int:
     known = list(registered_kinds())
-    return sorted(set(kinds), key=lambda k: (known.index(k) if k in known else len(known), k))
+    return known.index(kind) if kind in known else len(known)
+
+
+def _kind_order(kinds: Sequence[str]) -> list[str]:
+    return sorted(set(kinds), key=lambda k: (_rank(k), k))
 
 
 def space_kinds(space: Mapping[str, Any] | None) -> list[list[str]] | None:
@@ -192,6 +196,7 @@ def evidence_figure(df: pd.DataFrame, objectives: Sequence[str]) -> Any:
                     line={"shape": "hv", "color": "#222", "width": 1.2, "dash": "dot"},
                     name="front of all kinds",
                     legendgroup="all",
+                    legendrank=1,
                     showlegend=index == 0,
                     hoverinfo="skip",
                 ),
@@ -228,6 +233,7 @@ def evidence_figure(df: pd.DataFrame, objectives: Sequence[str]) -> Any:
                     marker={"color": color, "size": 8},
                     name=kind,
                     legendgroup=kind,
+                    legendrank=10 + _rank(kind),
                     showlegend=first,
                     text=hover_text(own),
                     hovertemplate="%{text}<extra></extra>",
@@ -247,6 +253,7 @@ def evidence_figure(df: pd.DataFrame, objectives: Sequence[str]) -> Any:
                     textfont={"size": 11},
                     name="knee",
                     legendgroup="knee",
+                    legendrank=1000,
                     showlegend=index == 0,
                     hovertext=hover_text(knee_row.to_frame().T),
                     hovertemplate="%{hovertext}<extra></extra>",
@@ -319,8 +326,9 @@ def plot_evidence_png(df: pd.DataFrame, objectives: Sequence[str], path: Path) -
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(panels) :]:
             ax.axis("off")
+        order = sorted(handles, key=lambda n: (n != "front of all kinds", n == "knee", _rank(n)))
         axes.flat[len(panels) - 1].legend(
-            list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8
+            [handles[n] for n in order], order, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8
         )
         fig.suptitle("Each conv kind's front, per stage (full-budget trials)")
     return path

@@ -81,12 +81,17 @@ def objective_pairs(objectives: Sequence[str]) -> list[tuple[str, str]]:
     return [(b, a) if a == "accuracy" else (a, b) for a, b in pairs]
 
 
-def hover_text(df: pd.DataFrame) -> list[str]:
-    """Per row: trial, state, architecture (with channels) and its figures, formatted for people."""
+def hover_text(df: pd.DataFrame, *, front: bool = False, knee_number: int | None = None) -> list[str]:
+    """Per row: trial, state, architecture (with channels) and its figures, formatted for people;
+    ``front``: the rows are on the Pareto front, ``knee_number`` the one that is its knee."""
     texts = []
     for _, row in df.iterrows():
         state = str(row.get("state", ""))
         head = f"<b>trial {int(row['number'])}</b> · {display.state_label(state)}"
+        if knee_number is not None and int(row["number"]) == knee_number:
+            head += " · <b>the knee</b>"
+        elif front:
+            head += " · on the front"
         figures = []
         if state != INFEASIBLE and "accuracy" in row and row["accuracy"] == row["accuracy"]:
             figures.append(f"accuracy {display.percent(row['accuracy'])}")
@@ -266,7 +271,7 @@ def front_figure(searches: Sequence[Search], objectives: Sequence[str], *, title
                         "size": [17 if k else 9 for k in is_knee],
                         "line": {"width": 1, "color": "#fff"},
                     },
-                    text=hover_text(front),
+                    text=hover_text(front, front=True, knee_number=knee_number),
                     customdata=front["number"],
                     hovertemplate="%{text}<extra></extra>",
                     meta={"role": "front", "search": s.label},

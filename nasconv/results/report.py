@@ -683,7 +683,10 @@ def print_report(report: Report) -> None:
     df, front, objectives = report.df, report.front, report.objectives
     console.print(counts_sentence(df), highlight=False)
     header, rows = front_rows(df, front, report.knee)
-    table = Table(title=f"Pareto front: {len(front)} trials, sorted by {display.label(sort_objective(objectives))}")
+    table = Table(
+        title=f"Pareto front: {len(front)} trial{'' if len(front) == 1 else 's'}, "
+        f"sorted by {display.label(sort_objective(objectives))}"
+    )
     for name in header:
         table.add_column(name, justify="right" if name in _NUMERIC else "left")
     for row in rows:

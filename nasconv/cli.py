@@ -179,10 +179,20 @@ def _results_folder(path: str) -> Path:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .results.report import build_report, print_report
+    from .results.report import build_report, compare_report, print_comparison, print_report, print_trial
 
-    folder = _results_folder(args.dir)
-    print_report(build_report(folder), folder)
+    folders = [_results_folder(d) for d in args.dirs]
+    if len(folders) > 1:
+        if args.trial is not None:
+            raise NasconvError("--trial: shows one trial of one results folder; give a single DIR")
+        print_comparison(compare_report(folders, args.out))
+        return 0
+    if args.out is not None:
+        raise NasconvError("--out: names the folder of a comparison (two or more DIRs); a report is written into DIR")
+    if args.trial is not None:
+        print_trial(folders[0], args.trial)
+        return 0
+    print_report(build_report(folders[0]))
     return 0
 
 
@@ -324,8 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--quiet", action="store_true", help="no progress output")
     se.set_defaults(func=_cmd_search)
 
-    rp = sub.add_parser("report", help="Pareto table, plots and report.html from a results folder")
-    rp.add_argument("dir", help="results folder of a search (finished, running or interrupted)")
+    rp = sub.add_parser(
+        "report",
+        help="Pareto table, plots and report.html from a results folder; with several, a comparison",
+        description="One DIR: rewrite its plots and report.html and print the front. Several DIRs (same "
+        "objectives): one page overlaying their fronts and hypervolumes, written to --out. "
+        "--trial N: print trial N's architecture block by block.",
+    )
+    rp.add_argument(
+        "dirs", nargs="+", metavar="DIR", help="results folder of a search (finished, running or interrupted)"
+    )
+    rp.add_argument("--trial", type=int, metavar="N", help="print trial N's blocks with their params and MACs")
+    rp.add_argument("--out", metavar="FOLDER", help="comparison folder (default: compare-<names> beside the first DIR)")
     rp.set_defaults(func=_cmd_report)
 
     ex = sub.add_parser("export", help="export one trial: arch.yaml, model.pt/.onnx/.ts/.py, verified")

@@ -86,15 +86,20 @@ def test_report_command_writes_every_view(results: Path) -> None:
         "pareto.png",
         "pareto.html",
         "hypervolume.png",
+        "evidence.png",
         "kinds.png",
         "importance.png",
         "trials.csv",
         "pareto.csv",
+        "plotly.min.js",
     ):
         assert (results / name).stat().st_size > 0, name
     page = (results / "report.html").read_text()
     for text in (
-        "Hypervolume over trials",
+        "Hypervolume per trained architecture",
+        "Which convolution where",
+        "The knee: trial",
+        '<svg class="arch"',
         "Conv kind per stage",
         "Parameter importance",
         "infeasible",

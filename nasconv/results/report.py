@@ -1,8 +1,16 @@
-"""``nasconv report``: read a study (never write it) and explain its front.
+"""``nasconv report``: read a study (never write it) and answer "which convolution where".
 
-Writes pareto.png/.html and the CSVs again, plus report.html with the interactive front, the
-hypervolume over trials, which conv kind each stage uses across the front vs across all
-trials, and Optuna's parameter importance per objective; each plot is also saved as PNG.
+One folder: rewrites pareto.png/.html and the CSVs, and writes report.html with the front (the
+staircase, the knee labelled, early-stopped and infeasible trials apart), the knee's
+architecture as a block diagram (and every other front trial's on demand), the evidence view
+(each conv kind's front per stage, and which kinds reach the global front), the hypervolume per
+trained architecture, the repeats answered from the record, the kind usage and Optuna's
+parameter importance. Each plot is also saved as PNG.
+
+Several folders (same objectives): a comparison page in its own folder, the fronts overlaid with
+their hypervolumes on one scale.
+
+Every page references one ``plotly.min.js`` in its folder.
 """
 
 from __future__ import annotations
@@ -10,17 +18,59 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..errors import NasconvError
+from ..files import atomic_write
+from ..model.arch import Arch
+from ..search.multi_objective import OBJECTIVES, minimised
 from ..search.multi_objective import hypervolume as exact_hypervolume
-from ..search.multi_objective import minimised
-from ..search.study import COMPLETE, open_study, trial_state
-from .folder import full_budget, knee, pareto, sort_objective, write_results
-from .plots import pareto_figure, png_figure
+from ..search.study import (
+    COMPLETE,
+    FAIL,
+    INFEASIBLE,
+    REPEAT,
+    RUNNING,
+    STOPPED,
+    counts_toward_budget,
+    open_study,
+    trial_state,
+)
+from . import display
+from .architecture import TABLE_COLUMNS, Breakdown, architecture_svg, block_rows, breakdown, describe
+from .evidence import (
+    StageVerdict,
+    evidence_figure,
+    plot_evidence_png,
+    space_kinds,
+    verdict_lines,
+    verdict_table_html,
+    verdicts,
+)
+from .folder import full_budget, knee, pareto, sort_objective, trials_frame, write_results
+from .plots import (
+    FRONT_COLOR,
+    PLOT_CONFIG,
+    PLOTLY_JS,
+    SEARCH_COLORS,
+    Search,
+    front_figure,
+    plot_fronts_png,
+    plotted,
+    png_figure,
+    write_plotly_js,
+)
+
+IMPORTANCE_FLOOR = 0.01
+"""Genes below this share of an objective's importance are summed into one bar, not listed."""
+
+
+# --- the numbers ------------------------------------------------------------------------------
 
 
 def normalisation(df: pd.DataFrame, objectives: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -28,6 +78,8 @@ def normalisation(df: pd.DataFrame, objectives: Sequence[str]) -> tuple[np.ndarr
     objectives scaled to [0, 1] with the reference point at 1.1 in every axis."""
     done = full_budget(df, objectives)
     pts = minimised(done, objectives)
+    if len(pts) == 0:
+        pts = np.zeros((1, len(objectives)))
     low, high = pts.min(axis=0), pts.max(axis=0)
     for i, name in enumerate(objectives):
         if name == "accuracy":
@@ -47,7 +99,36 @@ def hypervolume(
     return exact_hypervolume(pts, np.full(len(objectives), 1.1))
 
 
+def trained_numbers(study: Any) -> set[int]:
+    """The trials that trained a distinct architecture (what a search's budget counts)."""
+    return {t.number for t in study.get_trials(deepcopy=False) if counts_toward_budget(t)}
+
+
+def hypervolume_growth(
+    df: pd.DataFrame,
+    objectives: Sequence[str],
+    trained: set[int],
+    scale: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """The hypervolume after each trained architecture, in trial order: ``trained`` (1, 2, ...: the
+    distinct architectures trained so far, repeats and infeasible proposals not counted), ``trial``
+    (its number) and ``hypervolume`` (of every trial up to it)."""
+    scale = scale or normalisation(df, objectives)
+    ordered = df.sort_values("number")
+    rows: list[dict[str, Any]] = []
+    for number in sorted(n for n in ordered["number"] if int(n) in trained):
+        rows.append(
+            {
+                "trained": len(rows) + 1,
+                "trial": int(number),
+                "hypervolume": hypervolume(ordered[ordered["number"] <= number], objectives, scale),
+            }
+        )
+    return pd.DataFrame(rows, columns=["trained", "trial", "hypervolume"])
+
+
 def hypervolume_history(df: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
+    """The hypervolume after each trial (every state), in trial order."""
     scale = normalisation(df, objectives)
     ordered = df.sort_values("number")
     values = [hypervolume(ordered.iloc[: i + 1], objectives, scale) for i in range(len(ordered))]
@@ -57,7 +138,7 @@ def hypervolume_history(df: pd.DataFrame, objectives: Sequence[str]) -> pd.DataF
 def kind_usage(df: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
     """Share of trials using each conv kind per stage, across the front and across all trained trials."""
     rows = []
-    for group, frame in (("Pareto front", front), ("all trained", df[df["state"] == "COMPLETE"])):
+    for group, frame in (("Pareto front", front), ("all trained", df[df["state"] == COMPLETE])):
         for arch_json in frame["arch"].dropna():
             for stage, s in enumerate(json.loads(arch_json)["stages"]):
                 rows.append({"group": group, "stage": f"stage {stage}", "kind": s["kind"]})
@@ -68,7 +149,28 @@ def kind_usage(df: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
     return usage.sort_values(["stage", "group", "kind"])
 
 
+def live_genes(trial: Any) -> Any:
+    """``trial`` with the option genes of kinds its stages did not use pinned to their first choice.
+
+    Every option gene is drawn in every trial (fixed-length genomes), so fANOVA would otherwise
+    credit a stage's ``het.p`` with whatever the trials that never used HetConv there happened to
+    score. Pinned, a dead gene varies only where it acted.
+    """
+    import optuna
+
+    params = dict(trial.params)
+    for name, distribution in trial.distributions.items():
+        stage, _, rest = name.partition(".")
+        kind, _, option = rest.partition(".")
+        used = params.get(f"{stage}.kind")
+        if option and used is not None and kind != used and hasattr(distribution, "choices"):
+            params[name] = distribution.choices[0]
+    return optuna.trial.create_trial(params=params, distributions=trial.distributions, values=trial.values)
+
+
 def importances(study: Any, objectives: Sequence[str]) -> pd.DataFrame:
+    """fANOVA importance of every gene for every objective, over the full-budget trials, with the
+    options of unused kinds pinned (:func:`live_genes`)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -77,7 +179,7 @@ def importances(study: Any, objectives: Sequence[str]) -> pd.DataFrame:
     if len(feasible) < 3:
         return pd.DataFrame(columns=["objective", "gene", "importance"])
     sub = optuna.create_study(directions=study.directions)
-    sub.add_trials(feasible)
+    sub.add_trials([live_genes(t) for t in feasible])
     for i, name in enumerate(objectives):
 
         def target(t: optuna.trial.FrozenTrial, i: int = i) -> float:
@@ -93,12 +195,256 @@ def importances(study: Any, objectives: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["objective", "gene", "importance"])
 
 
-def _png_hypervolume(hist: pd.DataFrame, path: Path) -> None:
+def gene_label(gene: str) -> str:
+    """``s1.het.p`` -> ``stage 1 het p``, ``s0.kind`` -> ``stage 0 kind``, ``stem.channels`` -> ``stem channels``."""
+    head, _, rest = gene.partition(".")
+    if head[:1] == "s" and head[1:].isdigit():
+        head = f"stage {head[1:]}"
+    return f"{head} {rest.replace('.', ' ')}".strip()
+
+
+def important_genes(imp: pd.DataFrame, floor: float = IMPORTANCE_FLOOR, top: int = 10) -> pd.DataFrame:
+    """Per objective, the genes that matter (at least ``floor``, at most ``top``), readable names,
+    and one ``N other genes`` row summing the rest (mostly options of kinds a stage did not use)."""
+    rows = []
+    for name, part in imp.groupby("objective", sort=False):
+        part = part.sort_values("importance", ascending=False)
+        keep = part[part["importance"] >= floor].head(top)
+        rest = part.drop(keep.index)
+        rows += [
+            {"objective": name, "gene": gene_label(g), "importance": v}
+            for g, v in zip(keep["gene"], keep["importance"])
+        ]
+        if len(rest):
+            rows.append(
+                {"objective": name, "gene": f"{len(rest)} other genes", "importance": float(rest["importance"].sum())}
+            )
+    return pd.DataFrame(rows, columns=["objective", "gene", "importance"])
+
+
+def state_counts(df: pd.DataFrame) -> dict[str, int]:
+    counts = df["state"].value_counts().to_dict()
+    return {s: int(counts.get(s, 0)) for s in (COMPLETE, STOPPED, INFEASIBLE, REPEAT, FAIL, RUNNING)}
+
+
+def counts_sentence(df: pd.DataFrame) -> str:
+    """``40 trials: 27 trained, 1 stopped early, 3 infeasible, 1 failed, 8 repeats answered from the record,
+    0 running``."""
+    c = state_counts(df)
+    return (
+        f"{len(df)} trials: {c[COMPLETE]} trained, {c[STOPPED]} stopped early, {c[INFEASIBLE]} infeasible, "
+        f"{c[FAIL]} failed, {c[REPEAT]} repeat{'' if c[REPEAT] == 1 else 's'} answered from the record, "
+        f"{c[RUNNING]} running"
+    )
+
+
+def trial_figures(row: pd.Series) -> str:
+    """``accuracy 97.5% · MACs 452k · params 7.19k`` (what is known of a trial)."""
+    parts = []
+    for name in ("accuracy", "macs", "params", "latency_ms"):
+        if name in row and row[name] is not None and row[name] == row[name]:
+            if name == "accuracy" and row["state"] == INFEASIBLE:
+                continue
+            parts.append(f"{display.label(name).replace(' (ms)', '')} {display.value(name, row[name])}")
+    return " · ".join(parts)
+
+
+# --- what a report holds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """What ``nasconv report DIR`` found and wrote (the terminal shows it)."""
+
+    folder: Path
+    df: pd.DataFrame
+    objectives: list[str]
+    front: pd.DataFrame
+    knee: pd.Series | None
+    hypervolume: float
+    growth: pd.DataFrame
+    verdicts: list[StageVerdict]
+    importance: pd.DataFrame
+    usage: pd.DataFrame
+    plotted: int
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSummary:
+    """One search of a comparison."""
+
+    label: str
+    folder: Path
+    df: pd.DataFrame
+    front: pd.DataFrame
+    knee: pd.Series | None
+    trained: int
+    hypervolume: float
+    growth: pd.DataFrame
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """What ``nasconv report DIR1 DIR2 ...`` found and wrote."""
+
+    out: Path
+    objectives: list[str]
+    searches: list[SearchSummary]
+    plotted: int
+    files: list[Path] = field(default_factory=list)
+
+
+# --- HTML -------------------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1500px}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+p.note{color:#555;max-width:60em}
+table.t{border-collapse:collapse;font-size:.9em}
+table.t td,table.t th{padding:3px 10px;text-align:left;border-bottom:1px solid #eee}
+table.t td.n,table.t th.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.knee td{font-weight:bold;background:#fffbe6}
+.kind{display:inline-block;margin-right:.8em;white-space:nowrap}
+.dot{display:inline-block;width:.7em;height:.7em;border-radius:50%;margin-right:.3em;vertical-align:baseline}
+.arch-wrap{overflow-x:auto;margin:.6em 0}
+svg.arch{max-width:100%;height:auto}
+details{margin:.4em 0}summary{cursor:pointer}
+code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
+"""
+
+_NUMERIC = {"trial", "accuracy", "MACs", "params", "latency", "hypervolume", "share", "share ", "stride", "trials"}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, css: str = "t", marked: int | None = None) -> str:
+    """An HTML table of already formatted cells; row ``marked`` is highlighted (the knee)."""
+
+    def cell(tag: str, name: str, text: str) -> str:
+        cls = ' class="n"' if name in _NUMERIC else ""
+        return f"<{tag}{cls}>{html.escape(text)}</{tag}>"
+
+    out = [f"<table class='{css}'><thead><tr>" + "".join(cell("th", h, h) for h in header) + "</tr></thead><tbody>"]
+    for i, row in enumerate(rows):
+        mark = " class='knee'" if i == marked else ""
+        out.append(f"<tr{mark}>" + "".join(cell("td", h, str(v)) for h, v in zip(header, row)) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _figure_html(fig: Any, div_id: str) -> str:
+    return str(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG))
+
+
+def _page(title: str, parts: Sequence[str], script: str = "") -> str:
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style><script src='{PLOTLY_JS}'></script></head><body>\n"
+        + "\n".join(parts)
+        + (f"\n<script>{script}</script>" if script else "")
+        + "\n</body></html>\n"
+    )
+
+
+def _write(path: Path, text: str) -> Path:
+    with atomic_write(path) as f:
+        f.write(text)
+    return path
+
+
+def front_rows(df: pd.DataFrame, front: pd.DataFrame, knee_row: pd.Series | None) -> tuple[list[str], list[list[str]]]:
+    """The Pareto table, formatted (terminal and HTML): trial, state, figures, architecture."""
+    costs = [c for c in ("accuracy", "macs", "params", "latency_ms") if c in df and df[c].notna().any()]
+    header = ["trial", "state", *[display.label(c).replace(" (ms)", "") for c in costs], "architecture", ""]
+    rows = []
+    for _, row in front.iterrows():
+        mark = "◀ knee" if knee_row is not None and row["number"] == knee_row["number"] else ""
+        rows.append(
+            [
+                str(int(row["number"])),
+                display.state_label(row["state"]),
+                *[display.value(c, row[c]) for c in costs],
+                str(row["short"]),
+                mark,
+            ]
+        )
+    return header, rows
+
+
+def _others_table(df: pd.DataFrame, front: pd.DataFrame) -> str:
+    others = df[df["state"].isin([STOPPED, INFEASIBLE, REPEAT, FAIL])].sort_values("number")
+    if others.empty:
+        return "<p>none</p>"
+    counts = ", ".join(f"{n} {display.state_label(s)}" for s, n in others["state"].value_counts().items())
+    rows = []
+    for _, row in others.iterrows():
+        why = row["reason"] or ""
+        if row["state"] == REPEAT and row["repeat_of"] is not pd.NA and row["repeat_of"] == row["repeat_of"]:
+            why = f"same architecture as trial {int(row['repeat_of'])}: its result, not trained again"
+        if row["state"] == STOPPED:
+            why = f"stopped after {int(row['epochs'])} epoch(s)" if row["epochs"] == row["epochs"] else "stopped early"
+        if row["state"] == INFEASIBLE:
+            why = f"over {row['reason']}: never trained" if row["reason"] else "never trained"
+        rows.append(
+            [
+                str(int(row["number"])),
+                display.state_label(row["state"]),
+                trial_figures(row),
+                str(row["short"]),
+                str(why),
+            ]
+        )
+    table = _table(["trial", "state", "figures", "architecture", "why"], rows)
+    return f"<details{' open' if len(rows) <= 20 else ''}><summary>{counts}</summary>{table}</details>"
+
+
+def _arch_block(row: pd.Series, parts: Breakdown, *, is_knee: bool) -> str:
+    """A trial's block diagram and block table."""
+    number = int(row["number"])
+    head = f"trial {number}{' (knee)' if is_knee else ''}: {row['short']} · {trial_figures(row)}"
+    table = _table(TABLE_COLUMNS, block_rows(parts), css="t blocks")
+    return (
+        f"<div class='arch-wrap'>{architecture_svg(parts, trial=number, title=head)}</div>"
+        f"<details><summary>blocks of trial {number}: params and MACs</summary>{table}</details>"
+    )
+
+
+def _growth_figure(curves: Sequence[tuple[str, pd.DataFrame, str]]) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, growth, color in curves:
+        fig.add_trace(
+            go.Scatter(
+                x=growth["trained"],
+                y=growth["hypervolume"],
+                mode="lines",
+                line={"shape": "hv", "color": color, "width": 2},
+                name=name or "hypervolume",
+                customdata=growth["trial"],
+                hovertemplate="%{x} trained architectures (trial %{customdata})<br>hypervolume %{y:.4f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        template="plotly_white",
+        height=360,
+        xaxis_title="distinct architectures trained",
+        yaxis_title="hypervolume (scaled, reference 1.1)",
+        showlegend=len(curves) > 1,
+        margin={"t": 30},
+    )
+    return fig
+
+
+def _png_growth(curves: Sequence[tuple[str, pd.DataFrame, str]], path: Path) -> None:
     with png_figure(path, 1, 1, (6, 3.6)) as (_, axes):
         ax = axes[0][0]
-        ax.plot(hist["trial"], hist["hypervolume"], drawstyle="steps-post")
-        ax.set_xlabel("trial")
+        for name, growth, color in curves:
+            ax.plot(growth["trained"], growth["hypervolume"], drawstyle="steps-post", c=color, label=name or None)
+        ax.set_xlabel("distinct architectures trained")
         ax.set_ylabel("hypervolume (scaled objectives)")
+        if len(curves) > 1:
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
 
 
@@ -115,118 +461,451 @@ def _png_kinds(usage: pd.DataFrame, path: Path) -> None:
             ax.set_xlabel("")
 
 
-def _png_importance(imp: pd.DataFrame, path: Path) -> None:
-    objectives = list(imp["objective"].unique())
-    with png_figure(path, 1, len(objectives), (5, 4)) as (_, axes):
+def _importance_figure(shown: pd.DataFrame) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    objectives = list(dict.fromkeys(shown["objective"]))
+    fig = make_subplots(
+        rows=1,
+        cols=len(objectives),
+        subplot_titles=[f"for {display.label(o)}" for o in objectives],
+        horizontal_spacing=0.3,
+    )
+    for col, name in enumerate(objectives, start=1):
+        part = shown[shown["objective"] == name].iloc[::-1]
+        fig.add_trace(
+            go.Bar(
+                x=part["importance"],
+                y=part["gene"],
+                orientation="h",
+                marker_color=["#c7c7c7" if g.endswith("other genes") else FRONT_COLOR for g in part["gene"]],
+                hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+                showlegend=False,
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(tickformat=".0%", row=1, col=col)
+        fig.update_yaxes(automargin=True, row=1, col=col)
+    rows = shown.groupby("objective").size().max()
+    fig.update_layout(template="plotly_white", height=max(260, 80 + 26 * int(rows)), margin={"t": 40})
+    return fig
+
+
+def _png_importance(shown: pd.DataFrame, path: Path) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    objectives = list(dict.fromkeys(shown["objective"]))
+    rows = int(shown.groupby("objective").size().max())
+    with png_figure(path, 1, len(objectives), (5.2, max(2.5, 0.9 + 0.32 * rows))) as (_, axes):
         for ax, name in zip(axes[0], objectives):
-            part = imp[imp["objective"] == name].sort_values("importance").tail(12)
-            ax.barh(part["gene"], part["importance"])
-            ax.set_title(f"importance for {name}")
+            part = shown[shown["objective"] == name].iloc[::-1]
+            colors = ["#c7c7c7" if g.endswith("other genes") else FRONT_COLOR for g in part["gene"]]
+            ax.barh(part["gene"], part["importance"], color=colors)
+            ax.set_title(f"importance for {display.label(name)}")
+            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, escape=True, border=0, classes="t", na_rep="")
+_CLICK_TO_ARCH = """
+document.querySelectorAll('.js-plotly-plot').forEach(function (plot) {
+  plot.on && plot.on('plotly_click', function (event) {
+    var point = event.points && event.points[0];
+    if (!point || point.customdata === undefined) return;
+    var target = document.getElementById('arch-' + point.customdata);
+    if (!target) return;
+    if (target.tagName === 'DETAILS') target.open = true;
+    target.scrollIntoView({behavior: 'smooth', block: 'start'});
+  });
+});
+"""
 
 
-def build_report(folder: str | Path) -> dict[str, Any]:
-    """Regenerate every results file in ``folder`` from its study; return what the terminal shows."""
+# --- one folder -------------------------------------------------------------------------------
+
+
+def build_report(folder: str | Path) -> Report:
+    """Regenerate every results file in ``folder`` from its study and write report.html."""
     import plotly.express as px
 
     folder = Path(folder)
     study = open_study(folder)
     df = write_results(study, folder)
-    objectives = df.attrs["objectives"]
+    objectives = list(df.attrs["objectives"])
     front = pareto(df, objectives)
     knee_row = knee(df, objectives) if not front.empty else None
-    hist = hypervolume_history(df, objectives) if not front.empty else pd.DataFrame()
+    trained = trained_numbers(study)
+    scale = normalisation(df, objectives)
+    growth = hypervolume_growth(df, objectives, trained, scale) if not front.empty else pd.DataFrame()
     usage = kind_usage(df, front)
     imp = importances(study, objectives)
+    shown_imp = important_genes(imp) if not imp.empty else imp
+    stage_verdicts = verdicts(df, objectives, space_kinds(study.user_attrs.get("space")))
+    counts = state_counts(df)
+    n_plotted = len(plotted(df, objectives))
+    files = [write_plotly_js(folder)]
 
-    figures = []
-    if not front.empty:
-        figures.append(("The Pareto front", pareto_figure(df, objectives)))
-        _png_hypervolume(hist, folder / "hypervolume.png")
-        figures.append(("Hypervolume over trials", px.line(hist, x="trial", y="hypervolume", line_shape="hv")))
-    if not usage.empty:
-        _png_kinds(usage, folder / "kinds.png")
-        figures.append(
-            (
-                "Conv kind per stage: Pareto front vs all trained trials",
-                px.bar(usage, x="kind", y="share", color="group", barmode="group", facet_col="stage"),
-            )
-        )
-    if not imp.empty:
-        _png_importance(imp, folder / "importance.png")
-        figures.append(
-            (
-                "Parameter importance per objective (fANOVA)",
-                px.bar(imp, x="importance", y="gene", color="objective", orientation="h", barmode="group"),
-            )
-        )
     parts = [
         f"<h1>nasconv report: {html.escape(study.study_name)}</h1>",
-        f"<p>{len(df)} trials: "
-        + ", ".join(f"{n} {s.lower()}" for s, n in df["state"].value_counts().items())
-        + f". Objectives: {', '.join(objectives)}.</p>",
+        f"<p id='counts'>{html.escape(counts_sentence(df))}. Objectives: "
+        + ", ".join(f"{display.label(o)} ({OBJECTIVES[o][:3]})" for o in objectives)
+        + ".</p>",
     ]
-    for index, (title, fig) in enumerate(figures):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=index == 0))
-    shown = ["number", *objectives, "params", "macs", "short"]
-    parts.append("<h2>Pareto-optimal trials</h2>" + _table_html(front[[c for c in dict.fromkeys(shown)]]))
-    bad = df[df["state"].isin(["FAIL", "INFEASIBLE", "STOPPED"])]
+    if counts[REPEAT]:
+        parts.append(
+            f"<p class='note' id='repeats'>{counts[REPEAT]} of {len(df)} proposals were repeats: the sampler proposed "
+            "an architecture already evaluated, and the search answered it from the record without training "
+            f"it again. {len(trained)} distinct architectures were trained.</p>"
+        )
+    if front.empty:
+        parts.append("<p>No trial has been trained for the full budget yet: there is no front to show.</p>")
+    else:
+        assert knee_row is not None
+        knee_number = int(knee_row["number"])
+        parts += [
+            "<h2 id='front'>The Pareto front</h2>",
+            f"<p class='note'>The plot shows <span id='plotted-count'>{n_plotted}</span> trials "
+            f"({counts[COMPLETE]} trained for the full budget, {counts[STOPPED]} stopped early, "
+            f"{counts[INFEASIBLE]} infeasible); <span id='front-count'>{len(front)}</span> of them are on the front, "
+            f"computed over full-budget trials only. The knee (the point nearest the ideal once every objective is "
+            f"scaled to [0, 1]) is trial <span id='knee-number'>{knee_number}</span>. Repeats share their "
+            "original's point; failed trials have none. Click a front point to see its architecture.</p>",
+            _figure_html(front_figure([Search("", df, FRONT_COLOR)], objectives), "front-plot"),
+            f"<h2 id='arch-{knee_number}'>The knee: trial {knee_number}</h2>",
+            f"<p class='note'>{html.escape(describe(knee_row['arch']))}. Export it with "
+            f"<code>nasconv export {html.escape(str(folder))} --knee</code>; "
+            f"<code>nasconv report {html.escape(str(folder))} --trial {knee_number}</code> prints this table.</p>",
+            "<div id='knee-arch'>" + _arch_block(knee_row, _breakdown(knee_row), is_knee=True) + "</div>",
+        ]
+        others = [row for _, row in front.iterrows() if int(row["number"]) != knee_number]
+        if others:
+            parts.append("<h2>The other trials on the front</h2>")
+            for row in others:
+                number = int(row["number"])
+                summary = f"trial {number}: {row['short']} · {trial_figures(row)}"
+                parts.append(
+                    f"<details class='front-arch' id='arch-{number}'><summary>{html.escape(summary)}</summary>"
+                    f"{_arch_block(row, _breakdown(row), is_knee=False)}</details>"
+                )
+        parts += [
+            "<h2 id='evidence'>Which convolution where</h2>",
+            "<p class='note'>For each stage, each conv kind's own front: the best trade the trials that used that "
+            "kind in that stage reached. The dotted line is the front of all kinds; where a kind's staircase "
+            "touches it, that kind is the one to use at that budget.</p>",
+            verdict_table_html(stage_verdicts),
+            _figure_html(evidence_figure(df, objectives), "evidence-plot"),
+        ]
+        plot_evidence_png(df, objectives, folder / "evidence.png")
+        _png_growth([("", growth, FRONT_COLOR)], folder / "hypervolume.png")
+        files += [folder / "evidence.png", folder / "hypervolume.png"]
+        parts += [
+            "<h2 id='hypervolume'>Hypervolume per trained architecture</h2>",
+            f"<p class='note'>After {len(growth)} distinct architectures trained: "
+            f"{display.value('hypervolume', growth['hypervolume'].iloc[-1])} (objectives scaled to [0, 1], "
+            "reference point 1.1). Repeats and infeasible proposals cost no training and are not counted.</p>",
+            _figure_html(_growth_figure([("", growth, FRONT_COLOR)]), "hypervolume-plot"),
+        ]
+    if not usage.empty:
+        _png_kinds(usage, folder / "kinds.png")
+        files.append(folder / "kinds.png")
+        parts += [
+            "<h2>Conv kind per stage: Pareto front vs all trained trials</h2>",
+            _figure_html(
+                px.bar(
+                    usage,
+                    x="kind",
+                    y="share",
+                    color="group",
+                    barmode="group",
+                    facet_col="stage",
+                    template="plotly_white",
+                    color_discrete_map={"Pareto front": FRONT_COLOR, "all trained": "#b0b0b0"},
+                )
+                .update_yaxes(tickformat=".0%")
+                .for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1])),
+                "kinds-plot",
+            ),
+        ]
+    if not shown_imp.empty:
+        _png_importance(shown_imp, folder / "importance.png")
+        files.append(folder / "importance.png")
+        parts += [
+            "<h2>Parameter importance per objective (fANOVA)</h2>",
+            f"<p class='note'>Genes under {display.percent(IMPORTANCE_FLOOR, 0)} of an objective's importance are "
+            "summed into one grey bar (most are options of kinds a stage did not use).</p>",
+            _figure_html(_importance_figure(shown_imp), "importance-plot"),
+        ]
+    header, rows = front_rows(df, front, knee_row)
+    marked = next((i for i, r in enumerate(rows) if r[-1]), None)
+    parts.append("<h2>Pareto-optimal trials</h2>" + _table(header, rows, marked=marked))
     parts.append(
-        "<h2>Failed, infeasible and early-stopped trials</h2>"
-        + (_table_html(bad[["number", "state", "short", "reason"]]) if not bad.empty else "<p>none</p>")
+        "<h2>Trials not on the front: stopped early, infeasible, repeats, failed</h2>" + _others_table(df, front)
     )
-    style = "<style>body{font-family:sans-serif;margin:2em} table.t td,table.t th{padding:2px 8px}</style>"
-    (folder / "report.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'>{style}</head><body>" + "\n".join(parts) + "</body></html>"
+    parts.append(
+        "<p class='note'>Files: trials.csv (every trial), pareto.csv (the front), PNG copies of every plot, "
+        "and the study itself (study.db).</p>"
     )
-    return {
-        "df": df,
-        "front": front,
-        "knee": knee_row,
-        "objectives": objectives,
-        "importance": imp,
-        "usage": usage,
-        "hypervolume": float(hist["hypervolume"].iloc[-1]) if not hist.empty else 0.0,
-    }
+    files.append(_write(folder / "report.html", _page(f"nasconv report: {study.study_name}", parts, _CLICK_TO_ARCH)))
+    return Report(
+        folder=folder,
+        df=df,
+        objectives=objectives,
+        front=front,
+        knee=knee_row,
+        hypervolume=float(growth["hypervolume"].iloc[-1]) if not growth.empty else 0.0,
+        growth=growth,
+        verdicts=stage_verdicts,
+        importance=imp,
+        usage=usage,
+        plotted=n_plotted,
+        files=[*files, *[folder / n for n in ("pareto.png", "pareto.html", "trials.csv", "pareto.csv")]],
+    )
 
 
-def print_report(summary: dict[str, Any], folder: Path) -> None:
+def _breakdown(row: pd.Series) -> Breakdown:
+    return breakdown(Arch.from_json(row["arch"], where=f"trial {int(row['number'])}"))
+
+
+def _console() -> Any:
+    """A rich console; when the output is not a terminal (a pipe, a log), wide enough for the tables."""
+    import sys
+
     from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def print_report(report: Report) -> None:
+    """The terminal view: counts, the front (knee marked), hypervolume, which kind where, the files."""
     from rich.table import Table
 
-    df, front, objectives, knee_row = summary["df"], summary["front"], summary["objectives"], summary["knee"]
-    console = Console()
-    counts = df["state"].value_counts().to_dict()
-    print(
-        f"{len(df)} trials: {counts.get('COMPLETE', 0)} trained, {counts.get('INFEASIBLE', 0)} infeasible, "
-        f"{counts.get('FAIL', 0)} failed, {counts.get('STOPPED', 0)} stopped early, "
-        f"{counts.get('RUNNING', 0)} running"
+    console = _console()
+    df, front, objectives = report.df, report.front, report.objectives
+    console.print(counts_sentence(df), highlight=False)
+    header, rows = front_rows(df, front, report.knee)
+    table = Table(
+        title=f"Pareto front: {len(front)} trial{'' if len(front) == 1 else 's'}, "
+        f"sorted by {display.label(sort_objective(objectives))}"
     )
-    table = Table(title=f"Pareto front: {len(front)} trials, sorted by {sort_objective(objectives)}")
-    table.add_column("trial", justify="right")
-    for name in objectives:
-        table.add_column(name, justify="right")
-    table.add_column("stages")
-    table.add_column("")
-    for _, row in front.iterrows():
-        cells = [f"{row[o]:.4f}" if o in ("accuracy", "latency_ms") else f"{row[o]:,.0f}" for o in objectives]
-        mark = "◀ knee" if knee_row is not None and row["number"] == knee_row["number"] else ""
-        table.add_row(str(row["number"]), *cells, str(row["short"]), mark)
+    for name in header:
+        table.add_column(name, justify="right" if name in _NUMERIC else "left")
+    for row in rows:
+        table.add_row(*row, style="bold" if row[-1] else None)
     console.print(table)
-    console.print(f"hypervolume (scaled objectives, reference 1.1): {summary['hypervolume']:.4f}")
-    for name in (
-        "report.html",
-        "pareto.png",
-        "pareto.html",
-        "hypervolume.png",
-        "kinds.png",
-        "importance.png",
-        "trials.csv",
-        "pareto.csv",
-    ):
-        if (folder / name).exists():
-            console.print(f"  {folder / name}")
+    if not report.growth.empty:
+        console.print(
+            f"hypervolume (scaled objectives, reference 1.1): {display.value('hypervolume', report.hypervolume)} "
+            f"after {len(report.growth)} distinct architectures trained",
+            highlight=False,
+        )
+    if report.verdicts:
+        console.print("which convolution where (full-budget trials):", highlight=False)
+        for line in verdict_lines(report.verdicts):
+            console.print(f"  {line}", highlight=False)
+    if report.knee is not None:
+        number = int(report.knee["number"])
+        console.print(
+            f"knee: trial {number} ({report.knee['short']}); "
+            f"its blocks: nasconv report {report.folder} --trial {number}",
+            highlight=False,
+        )
+    for path in report.files:
+        if path.exists():
+            console.print(f"  {path}", highlight=False)
+
+
+def print_trial(folder: str | Path, number: int) -> None:
+    """``nasconv report DIR --trial N``: trial N's architecture block by block, with each block's
+    params and MACs and its share of the network's."""
+    from rich.table import Table
+
+    folder = Path(folder)
+    df = trials_frame(open_study(folder))
+    match = df[df["number"] == number]
+    if match.empty:
+        raise NasconvError(f"{folder}: no trial {number} (trials are numbered 0 to {len(df) - 1})")
+    row = match.iloc[0]
+    if not isinstance(row["arch"], str):
+        raise NasconvError(f"{folder}: trial {number} records no architecture ({display.state_label(row['state'])})")
+    parts = _breakdown(row)
+    front = pareto(df)
+    is_knee = not front.empty and int(knee(df)["number"]) == number
+    on_front = number in set(front["number"])
+    where = "the knee of the front" if is_knee else "on the front" if on_front else "not on the front"
+    console = _console()
+    console.print(
+        f"trial {number} ({display.state_label(row['state'])}, {where}): {row['short']} · {trial_figures(row)}",
+        highlight=False,
+    )
+    table = Table(title=describe(parts.arch))
+    for name in TABLE_COLUMNS:
+        table.add_column(name.strip(), justify="right" if name in _NUMERIC or name in ("params", "MACs") else "left")
+    for cells in block_rows(parts):
+        table.add_row(*cells, style="bold" if cells[0] == "total" else None)
+    console.print(table)
+
+
+# --- several folders --------------------------------------------------------------------------
+
+
+def _labels(folders: Sequence[Path]) -> list[str]:
+    names = [f.resolve().name for f in folders]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{f.resolve().parent.name}/{f.resolve().name}" for f in folders]
+
+
+def default_compare_folder(folders: Sequence[Path]) -> Path:
+    """``<parent of the first>/compare-<name1>-<name2>...`` (names shortened past a few)."""
+    names = [f.resolve().name for f in folders]
+    stem = "-vs-".join(names[:3]) + (f"-and-{len(names) - 3}-more" if len(names) > 3 else "")
+    return folders[0].resolve().parent / f"compare-{stem}"
+
+
+def compare_report(folders: Sequence[str | Path], out: str | Path | None = None) -> Comparison:
+    """Overlay the fronts of several searches with the same objectives in one page, their
+    hypervolumes on one scale (the union of their trials), written to ``out`` with its own
+    plotly.min.js. The results folders are only read."""
+    paths = [Path(f) for f in folders]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise NasconvError("report: the same results folder is given twice")
+    loaded = []
+    for path in paths:
+        study = open_study(path)
+        df = trials_frame(study)
+        loaded.append((path, study, df))
+    objectives = list(loaded[0][2].attrs["objectives"])
+    for path, _, df in loaded[1:]:
+        theirs = list(df.attrs["objectives"])
+        if theirs != objectives:
+            raise NasconvError(
+                f"{path}: objectives {', '.join(theirs)} differ from {loaded[0][0]}'s {', '.join(objectives)}; "
+                "only searches with the same objectives can be compared"
+            )
+    target = Path(out) if out is not None else default_compare_folder(paths)
+    if target.resolve() in {p.resolve() for p in paths}:
+        raise NasconvError(f"--out {target}: is one of the results folders; choose another folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NasconvError(f"--out {target}: cannot create the folder ({exc.strerror})") from None
+    scale = normalisation(pd.concat([df for _, _, df in loaded]), objectives)
+    searches = []
+    for (path, study, df), label in zip(loaded, _labels(paths)):
+        front = pareto(df, objectives)
+        trained = trained_numbers(study)
+        growth = hypervolume_growth(df, objectives, trained, scale)
+        searches.append(
+            SearchSummary(
+                label=label,
+                folder=path,
+                df=df,
+                front=front,
+                knee=knee(df, objectives) if not front.empty else None,
+                trained=len(trained),
+                hypervolume=hypervolume(df, objectives, scale),
+                growth=growth,
+            )
+        )
+    colors = dict(zip([s.label for s in searches], SEARCH_COLORS * 4))
+    plot_searches = [Search(s.label, s.df, colors[s.label]) for s in searches]
+    n_plotted = sum(len(plotted(s.df, objectives)) for s in searches)
+    title = " vs ".join(s.label for s in searches)
+    files = [write_plotly_js(target)]
+    files.append(plot_fronts_png(plot_searches, objectives, target / "fronts.png", title, single=False))
+    curves = [(s.label, s.growth, colors[s.label]) for s in searches if not s.growth.empty]
+    if curves:
+        _png_growth(curves, target / "hypervolume.png")
+        files.append(target / "hypervolume.png")
+    rows = []
+    for s in searches:
+        counts = state_counts(s.df)
+        k = s.knee
+        rows.append(
+            [
+                s.label,
+                str(s.folder),
+                str(len(s.df)),
+                str(s.trained),
+                str(counts[REPEAT]),
+                str(len(s.front)),
+                display.value("hypervolume", s.hypervolume),
+                f"trial {int(k['number'])}: {k['short']} · {trial_figures(k)}" if k is not None else display.MISSING,
+            ]
+        )
+    header = ["search", "folder", "trials", "trained", "repeats", "front", "hypervolume", "knee"]
+    parts = [
+        f"<h1>nasconv comparison: {html.escape(title)}</h1>",
+        f"<p id='counts'>{len(searches)} searches, objectives "
+        + ", ".join(f"{display.label(o)} ({OBJECTIVES[o][:3]})" for o in objectives)
+        + ". Hypervolumes share one scale (every search's trials together; reference point 1.1), so they compare "
+        "directly. <i>trained</i> counts distinct architectures trained; <i>repeats</i> were answered from the "
+        "record.</p>",
+        _table(header, rows, css="t searches"),
+        "<h2 id='front'>The fronts</h2>",
+        f"<p class='note'>The plot shows <span id='plotted-count'>{n_plotted}</span> trials in all ("
+        + "; ".join(f"{html.escape(s.label)}: {len(plotted(s.df, objectives))}" for s in searches)
+        + f"); <span id='front-count'>{sum(len(s.front) for s in searches)}</span> are on their search's front. "
+        "Each search has its own colour; circles are full-budget trials, triangles early-stopped ones, crosses "
+        "infeasible ones; the star is each front's knee.</p>",
+        _figure_html(front_figure(plot_searches, objectives, single=False), "front-plot"),
+    ]
+    if curves:
+        parts += [
+            "<h2 id='hypervolume'>Hypervolume per trained architecture</h2>",
+            _figure_html(_growth_figure(curves), "hypervolume-plot"),
+        ]
+    parts.append("<h2>The knees</h2>")
+    for s in searches:
+        if s.knee is None:
+            parts.append(f"<p>{html.escape(s.label)}: no full-budget trial, no knee.</p>")
+            continue
+        number = int(s.knee["number"])
+        parts += [
+            f"<h3>{html.escape(s.label)}: trial {number}</h3>",
+            f"<div class='knee-arch'>{_arch_block(s.knee, _breakdown(s.knee), is_knee=True)}</div>",
+        ]
+    files.append(_write(target / "report.html", _page(f"nasconv comparison: {title}", parts)))
+    return Comparison(out=target, objectives=objectives, searches=searches, plotted=n_plotted, files=files)
+
+
+def print_comparison(comparison: Comparison) -> None:
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"{len(comparison.searches)} searches, hypervolume on one scale (reference 1.1)")
+    for name in ("search", "trials", "trained", "repeats", "front", "hypervolume", "knee"):
+        table.add_column(name, justify="left" if name in ("search", "knee") else "right")
+    best = max(s.hypervolume for s in comparison.searches)
+    for s in comparison.searches:
+        k = s.knee
+        table.add_row(
+            s.label,
+            str(len(s.df)),
+            str(s.trained),
+            str(state_counts(s.df)[REPEAT]),
+            str(len(s.front)),
+            display.value("hypervolume", s.hypervolume),
+            f"trial {int(k['number'])}: {k['short']} · {trial_figures(k)}" if k is not None else display.MISSING,
+            style="bold" if s.hypervolume == best and best > 0 else None,
+        )
+    console.print(table)
+    for path in comparison.files:
+        console.print(f"  {path}", highlight=False)
+
+
+__all__ = [
+    "Comparison",
+    "Report",
+    "build_report",
+    "compare_report",
+    "counts_sentence",
+    "hypervolume",
+    "hypervolume_growth",
+    "hypervolume_history",
+    "important_genes",
+    "normalisation",
+    "print_comparison",
+    "print_report",
+    "print_trial",
+]

@@ -51,6 +51,16 @@ def _option_value(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"{text!r}: VALUE is not a number, true/false or a list") from None
 
 
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be zero or more")
+    return number
+
+
 def _cmd_ops(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -162,6 +172,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         early_stopping=args.early_stopping,
         time_budget_s=args.time_budget,
         table=args.table,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
     )
     df = run_search(space, opts, progress=not args.quiet)
     print(f"{space.name}: {summarise(df)}")
@@ -328,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite study.db in --out)")
     se.add_argument("--early-stopping", choices=EARLY_STOPPING, help="overrides search.early_stopping")
     se.add_argument("--time-budget", type=_positive_float, help="stop after this many seconds (running trials end)")
+    se.add_argument("--cpus-per-trial", type=_positive, help="CPUs (and torch threads) per trial (default 1)")
+    se.add_argument(
+        "--gpus-per-trial", type=_non_negative_float, help="GPUs per trial, fractional: 0.25 = four trials per GPU"
+    )
     se.add_argument(
         "--table", help="tabular mode: evaluate by lookup in this CSV (arch, accuracy, ...) instead of training"
     )

@@ -18,10 +18,11 @@ from typing import Any
 import pandas as pd
 
 from .errors import NasconvError
+from .files import atomic_write
 from .model.arch import Arch
 from .model.cost import static_costs
 from .model.latency import space_latency_table
-from .results.folder import pareto, write_results
+from .results.folder import WEIGHTS_DIR, pareto, weights_path, write_results
 from .search.data import check_available
 from .search.evaluation import ray_trial
 from .search.protocol import EvaluationContext
@@ -48,6 +49,9 @@ class SearchOptions:
     time_budget_s: float | None = None
     table: Path | None = None
     """Tabular mode: evaluate by lookup in this CSV instead of training (see nasconv.search.tabular)."""
+    cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
+    keep_weights: str = "front"
 
 
 def resolve_options(
@@ -64,6 +68,8 @@ def resolve_options(
     early_stopping: str | None = None,
     time_budget_s: float | None = None,
     table: str | Path | None = None,
+    cpus_per_trial: int | None = None,
+    gpus_per_trial: float | None = None,
 ) -> SearchOptions:
     """The space's ``search:`` settings, overridden by whatever the command line gives."""
     s = space.spec.search
@@ -80,6 +86,9 @@ def resolve_options(
         early_stopping=early_stopping or s.early_stopping,
         time_budget_s=time_budget_s,
         table=Path(table).resolve() if table else None,
+        cpus_per_trial=cpus_per_trial or s.cpus_per_trial,
+        gpus_per_trial=s.gpus_per_trial if gpus_per_trial is None else gpus_per_trial,
+        keep_weights=s.keep_weights,
     )
 
 
@@ -107,6 +116,53 @@ def start_ray(address: str | None) -> None:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise NasconvError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
+
+
+def trial_resources(opts: SearchOptions, cluster: dict[str, float], device: str) -> dict[str, float]:
+    """Ray resources of one trial, checked against the cluster before any trial starts: a request the
+    cluster cannot meet would leave trials pending forever."""
+    resources: dict[str, float] = {"cpu": float(opts.cpus_per_trial)}
+    if opts.cpus_per_trial > cluster.get("CPU", 0):
+        raise NasconvError(
+            f"search.cpus_per_trial: {opts.cpus_per_trial}, but the Ray cluster has {cluster.get('CPU', 0):g} CPUs"
+        )
+    if opts.gpus_per_trial > 0:
+        gpus = cluster.get("GPU", 0)
+        if gpus <= 0:
+            raise NasconvError(f"search.gpus_per_trial: {opts.gpus_per_trial:g}, but the Ray cluster has no GPUs")
+        if opts.gpus_per_trial > gpus:
+            raise NasconvError(f"search.gpus_per_trial: {opts.gpus_per_trial:g}, but the cluster has {gpus:g} GPUs")
+        resources["gpu"] = float(opts.gpus_per_trial)
+    elif device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NasconvError(
+                f"training.device: {device}, but this machine has no CUDA device and search.gpus_per_trial is 0"
+            )
+    return resources
+
+
+def max_concurrent(resources: dict[str, float], cluster: dict[str, float]) -> int:
+    """How many trials the cluster runs at once with these per-trial resources."""
+    fits = [cluster.get(name.upper(), 0) / need for name, need in resources.items() if need > 0]
+    return max(1, int(min(fits)))
+
+
+def save_weights(folder: Path, number: int, data: bytes) -> None:
+    """Keep a trial's trained state_dict (``torch.save`` bytes) as ``weights/trial-N.pt``."""
+    path = weights_path(folder, number)
+    path.parent.mkdir(exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def prune_weights(folder: Path, keep: set[int]) -> None:
+    """Remove kept weights of trials no longer on the front (the disk stays bounded by the front)."""
+    for path in (folder / WEIGHTS_DIR).glob("trial-*.pt"):
+        number = path.stem.removeprefix("trial-")
+        if number.isdigit() and int(number) not in keep:
+            path.unlink(missing_ok=True)
 
 
 def _trial_name(trial: Any) -> str:
@@ -157,8 +213,8 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
 
     from .search.searcher import StudySearcher
 
-    cpus = 1
-    workers = opts.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus)
+    resources = trial_resources(opts, ray.cluster_resources(), space.spec.training.device)
+    workers = opts.workers or max_concurrent(resources, ray.cluster_resources())
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(workers)
 
     last_plots = [time.monotonic()]
@@ -175,15 +231,27 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
             df = write_results(study, opts.out, plots=plots)
             if plots:
                 last_plots[0] = time.monotonic()
-            c.pareto = len(pareto(df))
+            front = pareto(df)
+            c.pareto = len(front)
+            if opts.keep_weights == "front":
+                prune_weights(opts.out, keep=set(front["number"]))
         status.update()
 
     searcher = StudySearcher(
-        study, space, budget=budget, epochs=space.spec.training.epochs, on_change=on_change, costs=costs
+        study,
+        space,
+        budget=budget,
+        epochs=space.spec.training.epochs,
+        on_change=on_change,
+        costs=costs,
+        on_weights=lambda number, data: save_weights(opts.out, number, data),
     )
     status = Progress(searcher.counters, progress)
     context = EvaluationContext(
-        space=space.spec.model_dump_json(), threads=cpus, table=str(opts.table) if opts.table else None
+        space=space.spec.model_dump_json(),
+        threads=opts.cpus_per_trial,
+        table=str(opts.table) if opts.table else None,
+        keep_weights=opts.keep_weights != "none" and opts.table is None,
     )
     scheduler = None
     if opts.early_stopping == "mo-asha":
@@ -191,7 +259,7 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
 
         s = space.spec.search
         scheduler = MultiObjectiveASHA(space.objectives, space.spec.training.epochs, s.grace_epochs, s.reduction)
-    trainable = tune.with_resources(tune.with_parameters(ray_trial, context=context.to_dict()), {"cpu": cpus})
+    trainable = tune.with_resources(tune.with_parameters(ray_trial, context=context.to_dict()), resources)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -220,6 +288,8 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
         searcher.mark_interrupted()
         status.close()
         df = write_results(study, opts.out)
+    if searcher.error:
+        raise NasconvError(f"{opts.out}: {searcher.error} (finished trials are kept)")
     if progress:
         print("nasconv: " + status_line(searcher.counters), file=sys.stderr)
         if searcher.finished_reason:

@@ -278,3 +278,23 @@ def test_mo_asha_stops_trials_early_and_records_them(tmp_path: Path, write_space
     assert len(df) == 9 and len(stopped) >= 1
     assert (stopped["epochs"] < 3).all() and (df[df["state"] == "COMPLETE"]["epochs"] == 3).all()
     assert set(pareto(df)["state"]) <= {"COMPLETE", "STOPPED"}
+
+
+def test_without_address_a_private_ray_is_started_even_beside_a_running_cluster(tmp_path: Path, write_space) -> None:
+    # issue 9: ray.init() joined a `ray start` cluster it found on the machine, and passing num_cpus failed
+    ray = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.run(
+        [ray, "start", "--head", f"--port={_free_port()}", "--include-dashboard=false", "--num-cpus=1",
+         "--node-ip-address=127.0.0.2", "--disable-usage-stats"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    try:
+        assert head.returncode == 0, head.stderr[-2000:]
+        out = tmp_path / "out"
+        run = nasconv("search", str(write_space(tiny_space_dict())), "--trials", "2", "--out", str(out), env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert (load_results(out)["state"] == "COMPLETE").sum() == 2
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -93,6 +93,7 @@ class StudySearcher(Searcher):
         self.scheduled = 0
         self.idle_proposals = 0
         self.finished_reason: str | None = None
+        self.error: str | None = None
         self.live: dict[str, optuna.Trial] = {}
         self.last: dict[str, TrialReport] = {}
         self.known: dict[str, _Known] = {}
@@ -118,7 +119,12 @@ class StudySearcher(Searcher):
         if self.scheduled >= self.budget or self.finished_reason:
             return Searcher.FINISHED
         for _ in range(100):  # then give Tune its turn; it calls again
-            proposal = self._propose()
+            try:
+                proposal = self._propose()
+            except Exception as exc:  # noqa: BLE001 - end the search with the reason, never a RUNNING orphan
+                self.error = f"the searcher failed: {type(exc).__name__}: {exc}"
+                self.finished_reason = self.error
+                return Searcher.FINISHED
             if proposal is not None:
                 self.live[trial_id] = proposal[0]
                 self.scheduled += 1
@@ -151,7 +157,12 @@ class StudySearcher(Searcher):
         """Ask Optuna once. Returns the trial and its request when it must be trained; None when the
         proposal was answered without training (a repeat, infeasible, or not buildable)."""
         trial = self.study.ask()
-        arch = self.space.suggest(trial)
+        try:
+            arch = self.space.suggest(trial)
+        except Exception as exc:
+            trial.set_user_attr("reason", f"the proposal failed: {type(exc).__name__}: {exc}"[:500])
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         key = arch.to_json()
         trial.set_user_attr("arch", key)
         trial.set_user_attr("short", arch.short())

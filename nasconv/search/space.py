@@ -266,7 +266,7 @@ class TrainingSpec(Strict):
     epochs: int = Field(default=3, ge=1, le=100_000)
     batch_size: int = Field(default=32, le=1 << 20)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.1, gt=0, le=1_000)
+    lr: float = Field(default=0.1, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0, le=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)

@@ -103,7 +103,7 @@ def _rdb_storage(url: str, where: str, *, create: bool) -> optuna.storages.RDBSt
 
 
 def open_study(folder: str | Path) -> optuna.Study:
-    """The study stored in a results folder, for reading (report, export, load_results)."""
+    """The study stored in a results folder, opened read-only (report, export, load_results)."""
     import optuna
     import sqlalchemy.exc
 
@@ -113,7 +113,9 @@ def open_study(folder: str | Path) -> optuna.Study:
         raise NasconvError(f"{folder}: no study here (expected {STUDY_FILE} or {STORAGE_FILE} from nasconv search)")
     where = str(folder / STUDY_FILE) if url.startswith("sqlite:///") else url
     if url.startswith("sqlite:///"):
-        check_sqlite_study(Path(url.removeprefix("sqlite:///")))
+        path = Path(url.removeprefix("sqlite:///"))
+        check_sqlite_study(path)
+        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"  # readers never write, not even a checkpoint
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _rdb_storage(url, where, create=False)
     try:

@@ -8,9 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import NasconvError
+
+if TYPE_CHECKING:
+    from .search.data import Data
+    from .search.space import SpaceSpec
+    from .search.training import TrainResult
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +41,14 @@ def _positive_float(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be positive")
     return number
+
+
+def _device(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
+    return value
 
 
 def _option_value(text: str) -> tuple[str, object]:
@@ -105,14 +118,29 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_dataset(spec: SpaceSpec) -> Data:
+    """The space's dataset, its cache built first with a progress bar (a one-time decode) and described."""
+    from .search.data import prepare_data, space_data
+
+    entry = prepare_data(spec, progress=True)
+    if entry is not None and entry.built_seconds is not None:
+        print(f"{spec.dataset.name}: decoded once into {entry.folder} ({entry.built_seconds:.1f} s)")
+    return space_data(spec)
+
+
+def _test_figure(result: TrainResult, data: Data) -> str:
+    if data.test is None:
+        return f"no test split in {data.name}"
+    return f"test accuracy {result.test_accuracy:.4f} on {len(data.test):,}"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .model.arch import build_model, load_arch
     from .model.cost import profile
-    from .search.data import space_data
     from .search.space import load_space
-    from .search.training import EpochResult, train
+    from .search.training import EpochResult, describe_device, resolve_device, train
 
     space = load_space(args.space)
     arch = load_arch(args.arch)
@@ -123,12 +151,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f" but {args.space} has {spec.input.channels}x{spec.input.size}px with {spec.classes} classes"
         )
     torch.set_num_threads(args.threads)
-    training = spec.training.model_copy(update={"seed": args.seed} if args.seed is not None else {})
-    data = space_data(spec)  # the space's own split: --seed changes the training run, not the validation set
+    changes = {"seed": args.seed} if args.seed is not None else {}
+    training = spec.training.model_copy(update={**changes, **({"device": args.device} if args.device else {})})
+    device = resolve_device(training.device)
+    data = _prepare_dataset(spec)  # the space's own split: --seed changes the training run, not the validation set
     prof = profile(build_model(arch), (spec.input.channels, spec.input.size, spec.input.size))
+    print(f"{arch.short()}: {prof.params:,} params, {prof.macs:,} MACs")
+    print(f"data: {data.describe()}")
     print(
-        f"{arch.short()}: {prof.params:,} params, {prof.macs:,} MACs; training {args.epochs} epochs on "
-        f"{len(data.y_train)} {data.name} samples, validating on {len(data.y_val)}"
+        f"training {args.epochs} epochs on {describe_device(device)}, {training.precision}"
+        f"{', channels_last' if training.channels_last else ''}, augment {training.augment}"
     )
 
     def show(epoch: EpochResult) -> None:
@@ -137,10 +169,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"  train loss {epoch.train_loss:.4f}"
         )
 
-    result, _ = train(arch, data, training, epochs=args.epochs, on_epoch=show)
+    result, _ = train(arch, data, training, epochs=args.epochs, on_epoch=show, device=device, test=True)
     if result.failed:
         raise NasconvError(f"training failed: {result.reason}")
-    print(f"validation accuracy {result.accuracy:.4f} after {result.epochs} epochs ({result.train_seconds:.1f} s)")
+    print(
+        f"validation accuracy {result.accuracy:.4f}, {_test_figure(result, data)}, "
+        f"after {result.epochs} epochs ({result.train_seconds:.1f} s)"
+    )
     return 0
 
 
@@ -359,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=_positive, default=30)
     tr.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
     tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N (overrides training.device)")
     tr.set_defaults(func=_cmd_train)
     return parser
 

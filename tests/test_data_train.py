@@ -499,6 +499,7 @@ def test_precision_and_channels_last_train_on_cpu(precision: str, channels_last:
     torch.set_num_threads(1)
     result, model = train(space.sample(0), data, space.spec.training)
     assert not result.failed and result.device == "cpu" and result.accuracy > 0.6, result  # chance: 1/3
+    assert result.precision == ("fp32" if precision == "fp16" else precision)  # fp16 is a GPU setting
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast keeps fp32 master weights
 
 

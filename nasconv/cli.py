@@ -124,7 +124,9 @@ def _prepare_dataset(spec: SpaceSpec) -> Data:
 
     entry = prepare_data(spec, progress=True)
     if entry is not None and entry.built_seconds is not None:
-        print(f"{spec.dataset.name}: decoded once into {entry.folder} ({entry.built_seconds:.1f} s)")
+        print(
+            f"{spec.dataset.name}: cached once, as the space's input, in {entry.folder} ({entry.built_seconds:.1f} s)"
+        )
     return space_data(spec)
 
 

@@ -1,15 +1,20 @@
-"""The CUDA paths, checked once on a GPU machine (needs torch with CUDA; no thop/optuna/ray).
+"""The CUDA paths, checked once on a GPU machine (needs torch with CUDA).
 
     python benchmarks/gpu_check.py
 
 1. every conv kind runs on CUDA and matches its CPU output (same weights, same input);
 2. CondConv on CUDA: a batch equals its samples one by one, and the ONNX expert-sum form equals
    the grouped form; HetConv on CUDA equals the per-kernel reference;
-3. measure_latency(device="cuda") gives stable medians (synchronised timing) for a few models.
+3. measure_latency(device="cuda") gives stable medians (synchronised timing) for a few models;
+4. training on CUDA: device resolution (a Ray-assigned GPU found among the visible ones),
+   augmentation equal to the CPU's, a proxy run close to the CPU's, bf16 / fp16 / channels_last,
+   the GPU-resident and the streamed data paths equal, a trial reporting its GPU and its weights,
+   and profile-device's synchronised measurement on CUDA.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -85,7 +90,114 @@ def main() -> None:
             f"{kind:<9} b1 {min(meds[0]):7.3f}  b64 {min(meds[1]):7.3f}  (3 repeats agree within "
             f"{(spread - 1) * 100:.1f}%, {time.perf_counter() - start:.1f}s)"
         )
+    training_checks()
     print("\nGPU CHECK OK")
+
+
+def training_checks(device: str = "cuda") -> None:
+    """Section 4; ``device="cpu"`` runs the same steps without CUDA (a dry run of this script)."""
+    import tempfile
+
+    import numpy as np
+
+    from nasconv.model.latency import profile_device
+    from nasconv.search import training
+    from nasconv.search.data import augment, draw, load_data
+    from nasconv.search.evaluation import evaluate_trial
+    from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
+    from nasconv.search.space import parse_space
+    from nasconv.search.training import resolve_device, train
+
+    print(f"\ntraining on {device}:")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        assert resolve_device("cuda").type == "cuda" and resolve_device("auto").type == "cuda"
+        assert resolve_device("auto", gpu_ids=[]).type == "cpu"
+        print(
+            f"resolve_device: cuda -> {resolve_device('cuda')}, "
+            f"Ray-assigned ['0'] -> {resolve_device('auto', gpu_ids=['0'])}"
+        )
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    draws = draw("crop-flip", 64, torch.Generator().manual_seed(0))
+    assert draws is not None and torch.equal(augment(x, draws), augment(x.to(dev), draws.to(dev)).cpu())
+    print(f"crop-flip on {device} equals the CPU's, sample for sample")
+
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["NASCONV_CACHE"] = f"{tmp}/cache"
+        rng = np.random.default_rng(0)
+        # coarse class templates (8x8-pixel blocks): still recognisable after a crop or a flip
+        templates = rng.integers(40, 216, size=(10, 3, 4, 4)).repeat(8, axis=2).repeat(8, axis=3)
+        y, y_test = rng.integers(0, 10, 6000), rng.integers(0, 10, 1000)
+
+        def noisy(labels: np.ndarray) -> np.ndarray:
+            return np.clip(templates[labels] + rng.integers(-60, 61, (len(labels), 3, 32, 32)), 0, 255)
+
+        np.savez(f"{tmp}/d.npz", x=noisy(y).astype(np.uint8), y=y, x_test=noisy(y_test).astype(np.uint8), y_test=y_test)
+        space = parse_space(
+            {
+                "name": "gpu-check",
+                "input": {"channels": 3, "size": 32},
+                "classes": 10,
+                "dataset": {"name": "npz", "path": f"{tmp}/d.npz"},
+                "stem": {"channels": [16]},
+                "stages": [
+                    {"stride": 2, "channels": [32], "conv": {"dsc": {"kernel": 3}}},
+                    {"stride": 2, "channels": [64], "conv": {"ghost": {"kernel": 3}}},
+                ],
+                "training": {"epochs": 2, "batch_size": 128, "lr": 0.05, "augment": "crop-flip"},
+            }
+        )
+        spec = space.spec
+        data = load_data(spec.dataset, 10, 3, 32, spec.training.val_fraction, spec.training.seed)
+        arch = space.sample(0)
+        runs = {}
+        for name, where, changes in (
+            ("cpu fp32", "cpu", {}),
+            (f"{device} fp32", device, {}),
+            (f"{device} bf16", device, {"precision": "bf16"}),
+            (f"{device} fp16", device, {"precision": "fp16"}),
+            (f"{device} fp32 channels_last", device, {"channels_last": True}),
+        ):
+            result, _ = train(arch, data, spec.training.model_copy(update=changes), device=where, test=True)
+            runs[name] = result
+            print(
+                f"{name:<24} val {result.accuracy:.4f} test {result.test_accuracy:.4f} loss {result.loss:.4f} "
+                f"({result.train_seconds:.2f}s, {2 * len(data.train) / result.train_seconds:.0f} img/s)"
+            )
+            assert not result.failed and result.accuracy > 0.5, result
+        assert abs(runs["cpu fp32"].accuracy - runs[f"{device} fp32"].accuracy) < 0.05
+        resident = runs[f"{device} fp32"]
+        training.RESIDENT_FRACTION = 0.0  # force the streamed path: pinned host batches
+        try:
+            streamed, _ = train(arch, data, spec.training, device=device, test=True)
+        finally:
+            training.RESIDENT_FRACTION = 0.25
+        print(
+            f"streamed from host memory: val {streamed.accuracy:.4f} loss {streamed.loss:.6f} "
+            f"vs resident {resident.loss:.6f}"
+        )
+        assert streamed.accuracy == resident.accuracy and abs(streamed.loss - resident.loss) < 1e-5
+
+        reports: list[TrialReport] = []
+        context = EvaluationContext(space=spec.model_dump_json(), threads=1, keep_weights=True)
+        gpu_ids = ["0"] if dev.type == "cuda" else None
+        evaluate_trial(TrialRequest(number=0, arch=arch.to_json()), context, reports.append, gpu_ids=gpu_ids)
+        assert (
+            reports and not reports[-1].failed and reports[-1].gpu_ids == tuple(gpu_ids or ()) and reports[-1].weights
+        )
+        print(f"a trial assigned {gpu_ids}: {len(reports)} reports, gpu_ids {reports[-1].gpu_ids}, weights kept")
+
+        start = time.perf_counter()
+        table = profile_device(
+            space, f"{tmp}/table.json", device=device, rounds=2, repeats=10, warmup=3, calibrate=3, progress=False
+        )
+        assert table.settings["device"] == device and table.entries
+        print(
+            f"profile-device on {device}: {len(table.entries)} blocks on {table.machine.get('gpu', 'the CPU')} "
+            f"({time.perf_counter() - start:.1f}s)"
+        )
 
 
 if __name__ == "__main__":

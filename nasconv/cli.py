@@ -8,9 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import NasconvError
+
+if TYPE_CHECKING:
+    from .search.data import Data
+    from .search.space import SpaceSpec
+    from .search.training import TrainResult
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +41,14 @@ def _positive_float(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be positive")
     return number
+
+
+def _device(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
+    return value
 
 
 def _option_value(text: str) -> tuple[str, object]:
@@ -115,14 +128,31 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_dataset(spec: SpaceSpec) -> Data:
+    """The space's dataset, its cache built first with a progress bar (a one-time decode) and described."""
+    from .search.data import prepare_data, space_data
+
+    entry = prepare_data(spec, progress=True)
+    if entry is not None and entry.built_seconds is not None:
+        print(
+            f"{spec.dataset.name}: cached once, as the space's input, in {entry.folder} ({entry.built_seconds:.1f} s)"
+        )
+    return space_data(spec)
+
+
+def _test_figure(result: TrainResult, data: Data) -> str:
+    if data.test is None:
+        return f"no test split in {data.name}"
+    return f"test accuracy {result.test_accuracy:.4f} on {len(data.test):,}"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .model.arch import build_model, load_arch
     from .model.cost import profile
-    from .search.data import space_data
     from .search.space import load_space
-    from .search.training import EpochResult, train
+    from .search.training import EpochResult, describe_device, resolve_device, train
 
     space = load_space(args.space)
     arch = load_arch(args.arch)
@@ -133,12 +163,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f" but {args.space} has {spec.input.channels}x{spec.input.size}px with {spec.classes} classes"
         )
     torch.set_num_threads(args.threads)
-    training = spec.training.model_copy(update={"seed": args.seed} if args.seed is not None else {})
-    data = space_data(spec)  # the space's own split: --seed changes the training run, not the validation set
+    changes = {"seed": args.seed} if args.seed is not None else {}
+    training = spec.training.model_copy(update={**changes, **({"device": args.device} if args.device else {})})
+    device = resolve_device(training.device)
+    data = _prepare_dataset(spec)  # the space's own split: --seed changes the training run, not the validation set
     prof = profile(build_model(arch), (spec.input.channels, spec.input.size, spec.input.size))
+    print(f"{arch.short()}: {prof.params:,} params, {prof.macs:,} MACs")
+    print(f"data: {data.describe()}")
     print(
-        f"{arch.short()}: {prof.params:,} params, {prof.macs:,} MACs; training {args.epochs} epochs on "
-        f"{len(data.y_train)} {data.name} samples, validating on {len(data.y_val)}"
+        f"training {args.epochs} epochs on {describe_device(device)}, {training.precision}"
+        f"{', channels_last' if training.channels_last else ''}, augment {training.augment}"
     )
 
     def show(epoch: EpochResult) -> None:
@@ -147,10 +181,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"  train loss {epoch.train_loss:.4f}"
         )
 
-    result, _ = train(arch, data, training, epochs=args.epochs, on_epoch=show)
+    result, _ = train(arch, data, training, epochs=args.epochs, on_epoch=show, device=device, test=True)
     if result.failed:
         raise NasconvError(f"training failed: {result.reason}")
-    print(f"validation accuracy {result.accuracy:.4f} after {result.epochs} epochs ({result.train_seconds:.1f} s)")
+    print(
+        f"validation accuracy {result.accuracy:.4f}, {_test_figure(result, data)}, "
+        f"after {result.epochs} epochs ({result.train_seconds:.1f} s)"
+    )
     return 0
 
 
@@ -212,9 +249,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from .model.arch import Arch, build_model
-    from .results.export import FORMATS, Rule, export, pick_trial
+    from .results.export import FORMATS, Rule, export, pick_trial, weights_note, write_metrics
     from .results.folder import load_results
+    from .results.weights import load_weights, weights_path
     from .search.space import load_space
+    from .search.training import evaluate, resolve_device
 
     folder = _results_folder(args.dir)
     formats = [f.strip() for f in args.format.split(",")] if args.format else list(FORMATS)
@@ -231,30 +270,85 @@ def _cmd_export(args: argparse.Namespace) -> int:
     row = pick_trial(df, trial=args.trial, use_knee=args.knee, rule=rule)
     arch = Arch.from_json(row["arch"], where=f"{folder}: trial {int(row['number'])}")
     number = int(row["number"])
+
+    def known(column: str) -> float | None:
+        value = row.get(column)
+        return None if value is None or value != value else float(value)
+
     shown = ", ".join(
-        f"{c} {row[c]:.4g}"
-        for c in ("accuracy", "macs", "params", "latency_ms")
-        if c in row and row[c] == row[c] and row[c] is not None
+        f"{c} {known(c):.4g}" for c in ("accuracy", "macs", "params", "latency_ms") if known(c) is not None
     )
     print(f"trial {number}: {arch.short()} ({shown})")
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = build_model(arch)
+    spec = None
+    val_accuracy = test_accuracy = None
+    dataset = None
     if args.epochs:
-        from .search.data import space_data
         from .search.training import train
 
-        space = load_space(folder / "space.yaml")
-        spec = space.spec
-        torch.set_num_threads(args.threads)
-        data = space_data(spec)
-        result, model = train(arch, data, spec.training.model_copy(update={"seed": args.seed}), epochs=args.epochs)
+        spec = load_space(folder / "space.yaml").spec
+        training = spec.training.model_copy(
+            update={"seed": args.seed, **({"device": args.device} if args.device else {})}
+        )
+        device = resolve_device(training.device)
+        data = _prepare_dataset(spec)
+        dataset = data.name
+        result, model = train(arch, data, training, epochs=args.epochs, device=device, test=True)
         if result.failed:
             raise NasconvError(f"retraining trial {number} failed: {result.reason}")
-        print(f"retrained {args.epochs} epochs from scratch: validation accuracy {result.accuracy:.4f}")
+        val_accuracy, test_accuracy, epochs = result.accuracy, result.test_accuracy, args.epochs
+        weights = weights_note(retrained_epochs=args.epochs)
+        print(
+            f"retrained {args.epochs} epochs from scratch: validation accuracy {result.accuracy:.4f}, "
+            f"{_test_figure(result, data)}"
+        )
+        model = model.to("cpu")
+    elif (state := load_weights(folder, number)) is not None:
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            problem = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected else ""
+        except RuntimeError as exc:  # a tensor of another shape
+            problem = str(exc).split("\n\t")[-1]
+        if problem:
+            raise NasconvError(
+                f"{weights_path(folder, number)}: does not fit trial {number}'s architecture ({problem})"
+            )
+        spec = load_space(folder / "space.yaml").spec
+        epochs = int(known("epochs") or spec.training.epochs)
+        val_accuracy = known("accuracy")
+        weights = weights_note(kept_trial=number, kept_epochs=epochs)
+        test = "not measured"
+        try:
+            device = resolve_device(args.device or spec.training.device)
+            data = _prepare_dataset(spec)
+            dataset = data.name
+            if data.test is None:
+                test = f"no test split in {data.name}"
+            else:
+                test_accuracy, _ = evaluate(model.to(device), data, "test", precision=spec.training.precision)
+                test = f"test accuracy {test_accuracy:.4f} on {len(data.test):,}"
+            model = model.to("cpu")
+        except NasconvError as exc:
+            test = f"test accuracy not measured ({exc})"
+        shown_val = f"validation accuracy {val_accuracy:.4f}" if val_accuracy is not None else "no validation accuracy"
+        print(f"weights: {weights} ({shown_val}, {test}); --epochs N retrains from scratch instead")
     else:
-        print("weights: freshly initialised (the search keeps no weights); use --epochs N to train before export")
+        epochs = 0
+        weights = weights_note()
+        print("weights: untrained (none kept from the search for this trial); use --epochs N to train before export")
     to = Path(args.to) if args.to else folder / "export" / f"trial-{number}"
-    report = export(arch, model, to, formats)
+    report = export(arch, model.eval(), to, formats)
+    metrics = write_metrics(
+        to,
+        trial=number,
+        val_accuracy=val_accuracy,
+        test_accuracy=test_accuracy,
+        epochs=epochs,
+        weights=weights,
+        dataset=dataset,
+    )
     labels = {
         "arch": "architecture",
         "pt": "state_dict",
@@ -265,6 +359,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for fmt, (path, diff) in report.items():
         check = "round-trips" if fmt == "arch" else f"max |diff| {diff:.2e} vs PyTorch"
         print(f"  {path}  {labels[fmt]}: {check}  ok")
+    print(f"  {metrics}  weights {weights}")
     return 0
 
 
@@ -378,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", help="comma-separated subset of arch,pt,onnx,ts,py (default all)")
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
+    ex.add_argument(
+        "--device", type=_device, help="train/evaluate here: auto, cpu, cuda, cuda:N (overrides training.device)"
+    )
     ex.set_defaults(func=_cmd_export)
 
     pd_ = sub.add_parser("profile-device", help="measure a latency lookup table for a space on this machine")
@@ -399,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=_positive, default=30)
     tr.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
     tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N (overrides training.device)")
     tr.set_defaults(func=_cmd_train)
     return parser
 

@@ -18,18 +18,19 @@ from typing import Any
 import pandas as pd
 
 from .errors import NasconvError
-from .files import atomic_write
 from .model.arch import Arch
 from .model.cost import static_costs
 from .model.latency import space_latency_table
-from .results.folder import WEIGHTS_DIR, pareto, weights_path, write_results
-from .search.data import check_available
+from .results.folder import pareto, write_results
+from .results.weights import prune_weights, save_weights
+from .search.data import check_available, prepare_data
 from .search.evaluation import ray_trial
 from .search.protocol import EvaluationContext
 from .search.samplers import SamplerContext, make_sampler
 from .search.space import Space
 from .search.study import counts_toward_budget, open_or_create_study
 from .search.tabular import load_table
+from .search.training import check_search_devices
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,20 +127,9 @@ def trial_resources(opts: SearchOptions, cluster: dict[str, float], device: str)
         raise NasconvError(
             f"search.cpus_per_trial: {opts.cpus_per_trial}, but the Ray cluster has {cluster.get('CPU', 0):g} CPUs"
         )
+    check_search_devices(device, opts.gpus_per_trial, cluster.get("GPU", 0))
     if opts.gpus_per_trial > 0:
-        gpus = cluster.get("GPU", 0)
-        if gpus <= 0:
-            raise NasconvError(f"search.gpus_per_trial: {opts.gpus_per_trial:g}, but the Ray cluster has no GPUs")
-        if opts.gpus_per_trial > gpus:
-            raise NasconvError(f"search.gpus_per_trial: {opts.gpus_per_trial:g}, but the cluster has {gpus:g} GPUs")
         resources["gpu"] = float(opts.gpus_per_trial)
-    elif device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise NasconvError(
-                f"training.device: {device}, but this machine has no CUDA device and search.gpus_per_trial is 0"
-            )
     return resources
 
 
@@ -147,22 +137,6 @@ def max_concurrent(resources: dict[str, float], cluster: dict[str, float]) -> in
     """How many trials the cluster runs at once with these per-trial resources."""
     fits = [cluster.get(name.upper(), 0) / need for name, need in resources.items() if need > 0]
     return max(1, int(min(fits)))
-
-
-def save_weights(folder: Path, number: int, data: bytes) -> None:
-    """Keep a trial's trained state_dict (``torch.save`` bytes) as ``weights/trial-N.pt``."""
-    path = weights_path(folder, number)
-    path.parent.mkdir(exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-
-
-def prune_weights(folder: Path, keep: set[int]) -> None:
-    """Remove kept weights of trials no longer on the front (the disk stays bounded by the front)."""
-    for path in (folder / WEIGHTS_DIR).glob("trial-*.pt"):
-        number = path.stem.removeprefix("trial-")
-        if number.isdigit() and int(number) not in keep:
-            path.unlink(missing_ok=True)
 
 
 def _trial_name(trial: Any) -> str:
@@ -177,6 +151,7 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
     lookup = load_table(opts.table) if opts.table else None
     if lookup is None:
         check_available(space.spec.dataset)
+        prepare_data(space.spec, progress=progress)  # decode once on this node, before the trials map it
 
     def costs(arch: Arch) -> dict[str, float]:
         known = static_costs(arch, latency_table)
@@ -234,7 +209,7 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
             front = pareto(df)
             c.pareto = len(front)
             if opts.keep_weights == "front":
-                prune_weights(opts.out, keep=set(front["number"]))
+                prune_weights(opts.out, keep=front["number"])
         status.update()
 
     searcher = StudySearcher(

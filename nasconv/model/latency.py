@@ -116,11 +116,15 @@ def measure(
     threads: int = 1,
     warmup: int = 10,
     repeats: int = 50,
+    device: str = "cpu",
 ) -> Measured:
+    """One block's latency; on CUDA every timed forward is synchronised (``measure_latency``)."""
     if backend == "torch":
-        lat = measure_latency(module, shape, threads=threads, warmup=warmup, repeats=repeats)
+        lat = measure_latency(module, shape, threads=threads, warmup=warmup, repeats=repeats, device=device)
         return Measured(lat.median_ms, lat.p10_ms, lat.p90_ms)
     if backend == "onnxruntime":
+        if torch.device(device).type != "cpu":
+            raise NasconvError(f"the onnxruntime latency backend measures on the CPU, not {device}")
         with torch_threads(threads):
             times = _ort_latency(module, shape, threads, warmup, repeats)
         deciles = statistics.quantiles(times, n=10)
@@ -128,8 +132,10 @@ def measure(
     raise NasconvError(f"unknown latency backend {backend!r}; known: {', '.join(BACKENDS)}")
 
 
-def machine_description() -> dict[str, Any]:
+def machine_description(device: str = "cpu") -> dict[str, Any]:
+    gpu = {"gpu": torch.cuda.get_device_name(torch.device(device))} if torch.device(device).type == "cuda" else {}
     return {
+        **gpu,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -267,13 +273,14 @@ def best_of_rounds(
     warmup: int,
     repeats: int,
     step: Any = lambda: None,
+    device: str = "cpu",
 ) -> dict[str, Measured]:
     """Measure every item ``rounds`` times, one pass over all items per round, and keep each item's
     fastest round: a slow phase of a shared machine then spoils one round of an item, not its figure."""
     best: dict[str, Measured] = {}
     for _ in range(rounds):
         for key, (module, shape) in items.items():
-            m = measure(module, shape, backend=backend, threads=threads, warmup=warmup, repeats=repeats)
+            m = measure(module, shape, backend=backend, threads=threads, warmup=warmup, repeats=repeats, device=device)
             if key not in best or m.median_ms < best[key].median_ms:
                 best[key] = m
             step()
@@ -293,10 +300,14 @@ def profile_device(
     calibrate: int = 40,
     seed: int = 0,
     progress: bool = True,
+    device: str = "cpu",
 ) -> LatencyTable:
-    """Measure (or complete) the table for ``space`` at ``out``; entries already there are reused."""
+    """Measure (or complete) the table for ``space`` at ``out`` on ``device`` (cpu, or cuda[:N] with
+    synchronised timing); entries already there, measured with the same settings, are reused."""
     if backend not in BACKENDS:
         raise NasconvError(f"unknown latency backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise NasconvError(f"latency on {device}: torch finds no CUDA device")
     out = Path(out)
     settings = {
         "threads": threads,
@@ -305,12 +316,13 @@ def profile_device(
         "warmup": warmup,
         "repeats": repeats,
         "rounds": rounds,
+        "device": device,
     }
-    table = LatencyTable(settings, machine_description(), {})
+    table = LatencyTable(settings, machine_description(device), {})
     if out.exists():
         old = LatencyTable.load(out)
-        same = ("threads", "batch", "backend")
-        if {k: old.settings.get(k) for k in same} == {k: settings[k] for k in same}:
+        same = ("threads", "batch", "backend", "device")
+        if {k: old.settings.get(k, "cpu" if k == "device" else None) for k in same} == {k: settings[k] for k in same}:
             table.entries = dict(old.entries)
     torch.manual_seed(seed)
     todo = {}
@@ -323,7 +335,14 @@ def profile_device(
     with _progress(len(todo) * rounds, progress, "blocks") as step:
         for _ in range(rounds):
             for key, m in best_of_rounds(
-                todo, rounds=1, backend=backend, threads=threads, warmup=warmup, repeats=repeats, step=step
+                todo,
+                rounds=1,
+                backend=backend,
+                threads=threads,
+                warmup=warmup,
+                repeats=repeats,
+                step=step,
+                device=device,
             ).items():
                 if key not in best or m.median_ms < best[key].median_ms:
                     best[key] = m
@@ -336,7 +355,14 @@ def profile_device(
     }
     with _progress(len(models) * rounds, progress, "calibration models") as step:
         measured = best_of_rounds(
-            models, rounds=rounds, backend=backend, threads=threads, warmup=warmup, repeats=repeats, step=step
+            models,
+            rounds=rounds,
+            backend=backend,
+            threads=threads,
+            warmup=warmup,
+            repeats=repeats,
+            step=step,
+            device=device,
         )
     actual = [measured[str(i)].median_ms for i in range(len(archs))]
     sums = [table.raw_sum(a) for a in archs]

@@ -2,7 +2,9 @@
 
 Writes arch.yaml, model.pt (state_dict), model.onnx, model.ts (TorchScript) and model.py (a
 standalone module file that needs torch only), then checks each format's output against the
-PyTorch model on random input. A failed check is an error.
+PyTorch model on random input. A failed check is an error. ``metrics.json`` beside them says where
+the weights come from (retrained, kept from the search, or untrained) and their validation and
+test accuracy.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from .folder import knee
 
 FORMATS = ("arch", "pt", "onnx", "ts", "py")
 TOLERANCE = 1e-4
+METRICS_FILE = "metrics.json"
 
 
 class VerificationError(NasconvError):
@@ -292,3 +296,70 @@ def export(
         if not math.isfinite(diff) or diff > TOLERANCE:
             raise VerificationError(f"{path}: output differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})")
     return report
+
+
+# ---------------------------------------------------------------- metrics.json
+
+
+def weights_note(*, retrained_epochs: int | None = None, kept_trial: int | None = None, kept_epochs: int = 0) -> str:
+    """The ``weights`` entry of metrics.json: "retrained N epochs", "kept from search trial N (E epochs)"
+    or "untrained"."""
+    if retrained_epochs:
+        return f"retrained {retrained_epochs} epochs"
+    if kept_trial is not None:
+        return f"kept from search trial {kept_trial} ({kept_epochs} epochs)"
+    return "untrained"
+
+
+def write_metrics(
+    to: str | Path,
+    *,
+    trial: int,
+    val_accuracy: float | None,
+    test_accuracy: float | None,
+    epochs: int,
+    weights: str,
+    dataset: str | None = None,
+) -> Path:
+    """Write ``metrics.json`` in an export folder: ``val_accuracy`` and ``test_accuracy`` (null when not
+    measured, or the dataset has no test split), ``epochs`` trained, and where the ``weights`` come from."""
+
+    def number(value: float | None) -> float | None:
+        return None if value is None or not math.isfinite(float(value)) else float(value)
+
+    metrics = {
+        "trial": int(trial),
+        "val_accuracy": number(val_accuracy),
+        "test_accuracy": number(test_accuracy),
+        "epochs": int(epochs),
+        "weights": weights,
+        "dataset": dataset,
+    }
+    path = Path(to) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def read_metrics(to: str | Path) -> dict[str, Any] | None:
+    """An export folder's metrics.json, None if it has none or it is unreadable."""
+    path = Path(to) / METRICS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def exported_metrics(folder: str | Path) -> dict[int, dict[str, Any]]:
+    """metrics.json of every trial exported to the default place (``<results>/export/trial-N``), by trial
+    number: what a report shows beside the exported trials."""
+    out: dict[int, dict[str, Any]] = {}
+    base = Path(folder) / "export"
+    if not base.is_dir():
+        return out
+    for sub in sorted(base.glob("trial-*")):
+        metrics = read_metrics(sub)
+        if metrics is not None and sub.name.removeprefix("trial-").isdigit():
+            out[int(sub.name.removeprefix("trial-"))] = metrics
+    return out

@@ -19,12 +19,6 @@ from ..search.multi_objective import OBJECTIVES, knee_index, minimised, non_domi
 from ..search.study import COMPLETE, open_study, trial_state
 
 COST_COLUMNS = ["params", "macs", "flops", "latency_ms", "train_seconds", "epochs"]
-WEIGHTS_DIR = "weights"
-
-
-def weights_path(folder: str | Path, number: int) -> Path:
-    """Where a search keeps the trained weights (a ``torch.save``d state_dict) of trial ``number``."""
-    return Path(folder) / WEIGHTS_DIR / f"trial-{number}.pt"
 FRONT_STATES = (COMPLETE,)
 
 

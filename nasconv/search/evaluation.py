@@ -10,7 +10,7 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..model.arch import Arch, build_model, input_shape
@@ -62,14 +62,26 @@ def _space_from_json(text: str) -> Space:
     return parse_space(json.loads(text))
 
 
-def evaluate_trial(request: TrialRequest, context: EvaluationContext, report: Callable[[TrialReport], None]) -> None:
+def evaluate_trial(
+    request: TrialRequest,
+    context: EvaluationContext,
+    report: Callable[[TrialReport], None],
+    *,
+    gpu_ids: Sequence[str] | None = None,
+) -> None:
     """Cost, check and proxy-train one architecture, reporting every objective at every epoch.
 
-    Never raises: a failure is reported as ``failed`` with its reason.
+    ``gpu_ids`` are the GPUs Ray assigned to the trial (None outside Ray): the trial trains on one of
+    them as ``training.device`` allows (see :func:`resolve_device`) and every report names them. With
+    ``context.keep_weights``, the report of the last epoch of a full-budget run carries the trained
+    state_dict. Never raises: a failure is reported as ``failed`` with its reason.
     """
+    assigned = tuple(str(g) for g in gpu_ids or ())
     try:
+        import torch
+
         from .data import space_data
-        from .training import train
+        from .training import resolve_device, state_bytes, train
 
         space = _space_from_json(context.space)
         spec = space.spec
@@ -78,7 +90,7 @@ def evaluate_trial(request: TrialRequest, context: EvaluationContext, report: Ca
         costs = dict(request.costs)
         if needs_latency(space) and "latency_ms" not in costs:
             costs["latency_ms"] = measured_latency(space, arch)
-        base = TrialReport.with_costs(costs)
+        base = TrialReport.with_costs(costs, gpu_ids=assigned)
         broken = {k: v for k, v in violations(space, costs).items() if v > 0}
         if broken:
             report(base.replace(infeasible=True, reason=", ".join(sorted(broken))))
@@ -86,18 +98,27 @@ def evaluate_trial(request: TrialRequest, context: EvaluationContext, report: Ca
         if context.table:
             report(_look_up(request, context.table, base, spec.training.epochs))
             return
+        device = resolve_device(spec.training.device, gpu_ids=None if gpu_ids is None else assigned)
         data = space_data(spec)
+        torch.manual_seed(spec.training.seed)  # as train() seeds before it builds: the same initial weights
+        model = build_model(arch)
+        epochs = spec.training.epochs
 
         def on_epoch(e: Any) -> None:
-            report(base.replace(accuracy=e.accuracy, val_loss=e.loss, epoch=e.epoch, train_seconds=e.train_seconds))
+            epoch = base.replace(accuracy=e.accuracy, val_loss=e.loss, epoch=e.epoch, train_seconds=e.train_seconds)
+            if context.keep_weights and e.epoch == epochs:
+                # the weights travel in a report of their own, and the same report follows without them:
+                # the searcher saves them at once, and Ray Tune's remembered last result stays small
+                report(epoch.replace(weights=state_bytes(model)))
+            report(epoch)
 
-        result, _ = train(arch, data, spec.training, on_epoch=on_epoch)
+        result, _ = train(model, data, spec.training, on_epoch=on_epoch, device=device)
         if result.failed:
             report(
                 base.replace(epoch=result.epochs, train_seconds=result.train_seconds, failed=True, reason=result.reason)
             )
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash of the search
-        report(TrialReport(failed=True, reason=f"{type(exc).__name__}: {exc}"[:500]))
+        report(TrialReport(failed=True, reason=f"{type(exc).__name__}: {exc}"[:500], gpu_ids=assigned))
 
 
 def _look_up(request: TrialRequest, table: str, base: TrialReport, epochs: int) -> TrialReport:
@@ -116,14 +137,17 @@ def _look_up(request: TrialRequest, table: str, base: TrialReport, epochs: int) 
 
 
 def ray_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
-    """The Ray Tune trainable: one trial in a worker, each report passed to ``tune.report``."""
+    """The Ray Tune trainable: one trial in a worker, on the GPU Ray assigned it (if any), each report
+    passed to ``tune.report``."""
     import ray
     from ray import tune
 
     runtime = ray.get_runtime_context()
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     where = {"node": runtime.get_node_id(), "pid": os.getpid()}
     evaluate_trial(
         TrialRequest.from_config(config),
         EvaluationContext.from_dict(context),
         lambda r: tune.report(r.replace(**where).to_metrics()),
+        gpu_ids=gpu_ids,
     )

@@ -77,7 +77,7 @@ class StudySearcher(Searcher):
         epochs: int,
         on_change: Callable[[], None],
         costs: Callable[[Arch], dict[str, float]] = static_costs,
-        on_weights: Callable[[int, bytes], None] | None = None,
+        on_weights: Callable[[int, bytes], object] | None = None,
         stuck_after: int = STUCK_AFTER,
     ) -> None:
         super().__init__(metric=None, mode=None)
@@ -136,7 +136,13 @@ class StudySearcher(Searcher):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        self.last[trial_id] = TrialReport.from_metrics(result)
+        report = TrialReport.from_metrics(result)
+        if report.weights is not None:  # saved now, never held: a model's weights can be large
+            trial = self.live.get(trial_id)
+            if trial is not None and self.on_weights is not None:
+                self.on_weights(trial.number, report.weights)
+            report = report.replace(weights=None)
+        self.last[trial_id] = report
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
@@ -243,7 +249,7 @@ class StudySearcher(Searcher):
         for key, value in attrs.items():
             if value is not None:
                 trial.set_user_attr(key, value)
-        if report.weights is not None and self.on_weights is not None:
+        if report.weights is not None and self.on_weights is not None:  # a report that was not seen as a result
             self.on_weights(trial.number, report.weights)
         values = [report.value(name) for name in self.space.objectives]
         if report.failed or any(v is None or not math.isfinite(v) for v in values):

@@ -191,20 +191,31 @@ def main() -> None:
     parser.add_argument("--samplers", default="random,nsga2,tpe,gp,ehvi")
     parser.add_argument("--spaces", default=",".join(SPACES))
     parser.add_argument("--jobs", type=int, default=2, help="searches (and table trainings) run at once")
-    parser.add_argument("--save", help="write every run's trained sequence to this JSON file")
+    parser.add_argument("--save", help="append every run to this JSON-lines file (and resume from it)")
     args = parser.parse_args()
     import pandas as pd
 
     sys.path.insert(0, str(ROOT))
     samplers = args.samplers.split(",")
     runs: list[dict[str, Any]] = []
+    saved = Path(args.save) if args.save else None
+    if saved and saved.is_file():  # resume an interrupted benchmark: runs already saved are kept
+        runs = [json.loads(line) for line in saved.read_text().splitlines() if line.strip()]
+    done = {(r["name"], r["sampler"], r["seed"]) for r in runs}
     for name in args.spaces.split(","):
         table_path = build_table(name, args.jobs)
-        jobs = [(name, s, seed, args.trials, str(table_path)) for seed in range(args.seeds) for s in samplers]
+        jobs = [
+            (name, s, seed, args.trials, str(table_path))
+            for seed in range(args.seeds)
+            for s in samplers
+            if (name, s, seed) not in done
+        ]
         with ProcessPoolExecutor(args.jobs) as pool:
-            runs += list(pool.map(_run, jobs))
-    if args.save:
-        Path(args.save).write_text(json.dumps(runs))
+            for run in pool.map(_run, jobs):
+                runs.append(run)
+                if saved:
+                    with saved.open("a") as f:
+                        f.write(json.dumps(run) + "\n")
 
     for name in args.spaces.split(","):
         table = pd.read_csv(TABLES / f"{name}.csv")

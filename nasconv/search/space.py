@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, get_args
 
 import torch
 import yaml
@@ -63,10 +63,18 @@ MAX_PARAMS = 1_000_000_000
 MAX_LAYER_PARAMS = 1 << 25  # 33.5M: a 4096 -> 4096 1x1 conv fits, ten times VGG's largest layer
 MAX_SEED = 2**31 - 1
 
+# the closed sets of names a space file may use, spelled once: the schema, the CLI and the modules
+# that act on them read these
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]{1,3})$"
-PRECISIONS = ("fp32", "bf16", "fp16")
-AUGMENTATIONS = ("none", "flip", "crop-flip")
-KEEP_WEIGHTS = ("front", "all", "none")
+DatasetName = Literal["digits", "cifar10", "mnist", "fashion-mnist", "imagefolder", "npz", "synthetic"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Augmentation = Literal["none", "flip", "crop-flip"]
+KeepWeights = Literal["front", "all", "none"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
+KEEP_WEIGHTS: tuple[str, ...] = get_args(KeepWeights)
+EMBEDDED_DATASETS = ("digits", "synthetic")
 
 
 Gene = tuple[Any, ...]
@@ -181,14 +189,14 @@ class InputSpec(Strict):
 
 
 class DatasetSpec(Strict):
-    name: Literal["digits", "cifar10", "mnist", "fashion-mnist", "imagefolder", "npz", "synthetic"] = "digits"
+    name: DatasetName = "digits"
     path: str | None = Field(default=None, max_length=4096)
     samples: int = Field(default=1000, ge=10, le=10_000_000, description="synthetic only")
     max_samples: int | None = Field(default=None, ge=10, le=10**12, description="train on at most this many")
 
     @model_validator(mode="after")
     def _path_needed(self) -> DatasetSpec:
-        if self.name not in ("digits", "synthetic") and not self.path:
+        if self.name not in EMBEDDED_DATASETS and not self.path:
             raise ValueError(f"dataset '{self.name}' needs a 'path' to local files (nothing is downloaded)")
         if self.path is not None and "\x00" in self.path:
             raise ValueError("path: contains a NUL character")
@@ -249,7 +257,7 @@ class SearchSpec(Strict):
     reduction: int = Field(default=3, ge=2, le=1_000, description="mo-asha: keep 1/reduction at each rung")
     cpus_per_trial: int = Field(default=1, ge=1, le=1024)
     gpus_per_trial: float = Field(default=0.0, ge=0, le=64, description="fractional: 0.25 = four trials per GPU")
-    keep_weights: Literal["front", "all", "none"] = "front"
+    keep_weights: KeepWeights = "front"
 
     @field_validator("sampler")
     @classmethod
@@ -273,9 +281,9 @@ class TrainingSpec(Strict):
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N")
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     channels_last: bool = False
-    augment: Literal["none", "flip", "crop-flip"] = "none"
+    augment: Augmentation = "none"
 
     @field_validator("batch_size")
     @classmethod

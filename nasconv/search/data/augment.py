@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import NasconvError
+from ..space import AUGMENTATIONS
 
-AUGMENTATIONS = ("none", "flip", "crop-flip")
 PAD = 4
 
 

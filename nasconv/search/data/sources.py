@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import NasconvError
-from ..space import DatasetSpec
+from ..space import DATASETS, EMBEDDED_DATASETS, DatasetSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-FILE_DATASETS = ("cifar10", "mnist", "fashion-mnist", "imagefolder", "npz")
+FILE_DATASETS = tuple(name for name in DATASETS if name not in EMBEDDED_DATASETS)
 
 # what a broken file raises while it is read: each becomes a NasconvError naming the file
 _READ_ERRORS = (

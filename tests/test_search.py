@@ -298,3 +298,31 @@ def test_without_address_a_private_ray_is_started_even_beside_a_running_cluster(
         assert (load_results(out)["state"] == "COMPLETE").sum() == 2
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_tabular_mode_runs_the_real_search_by_lookup(tmp_path: Path, write_space) -> None:
+    import hashlib
+
+    data = tiny_space_dict()
+    space = parse_space(data)
+    archs = sorted({space.decode(p).to_json() for p in space.enumerate()})
+    accuracy = {a: 0.5 + int(hashlib.sha256(a.encode()).hexdigest(), 16) % 400 / 1000 for a in archs}
+    listed = archs[: len(archs) * 3 // 4]  # a quarter of the space is not in the table
+    table = tmp_path / "table.csv"
+    pd.DataFrame({"arch": listed, "accuracy": [accuracy[a] for a in listed]}).to_csv(table, index=False)
+    for sampler in ("ehvi", "random"):
+        out = tmp_path / sampler
+        run = nasconv(
+            "search", str(write_space(data)), "--trials", "12", "--workers", "1", "--out", str(out),
+            "--table", str(table), "--sampler", sampler, "--seed", "2",
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        df = load_results(out)
+        trained = df[df["state"].isin(["COMPLETE", "FAIL"])]
+        assert len(trained) == 12 and trained["arch"].is_unique
+        complete = df[df["state"] == "COMPLETE"]
+        assert all(row["accuracy"] == accuracy[row["arch"]] for _, row in complete.iterrows())
+        missing = df[df["state"] == "FAIL"]
+        assert (missing["reason"] == "not in table").all()
+        assert set(missing["arch"]).isdisjoint(listed)
+        assert (trained["train_seconds"].fillna(0) == 0).all()  # looked up, never trained

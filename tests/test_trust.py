@@ -7,6 +7,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 
@@ -197,3 +198,30 @@ def test_multi_objective_maths_has_one_definition() -> None:
 def test_tabular_option_resolves_the_table_path(tmp_path: Path) -> None:
     opts = resolve_options(parse_space(tiny_space_dict()), out=tmp_path, table="t.csv")
     assert opts.table is not None and opts.table.is_absolute() and opts.table.name == "t.csv"
+
+
+def _fake_accuracy(arch_json: str) -> float:
+    return 0.5 + (int(hashlib.sha256(arch_json.encode()).hexdigest(), 16) % 400) / 1000
+
+
+def test_cost_aware_sampler_proposes_new_feasible_architectures_cheapest_first(tmp_path: Path) -> None:
+    from nasconv.model.cost import static_costs
+    from nasconv.search.cost_aware import CostAwareSampler
+
+    data = tiny_space_dict(constraints={"max_macs": 20_000})
+    space = parse_space(data)
+    archs = {space.decode(p).to_json(): static_costs(space.decode(p)) for p in space.enumerate()}
+    feasible = {k for k, c in archs.items() if c["macs"] <= 20_000}
+    assert 5 < len(feasible) < len(archs)  # the premise: the limit cuts some out
+    study = optuna.create_study(directions=space.directions, sampler=CostAwareSampler(space, seed=1, startup=3))
+    seen: list[str] = []
+    for _ in range(min(15, len(feasible))):
+        trial = study.ask()
+        key = space.suggest(trial).to_json()
+        trial.set_user_attr("arch", key)
+        study.tell(trial, [_fake_accuracy(key), archs[key]["macs"]])
+        seen.append(key)
+    assert len(set(seen)) == len(seen)  # never an architecture twice
+    assert set(seen) <= feasible  # never one over the static limit
+    assert archs[seen[0]]["macs"] == min(archs[k]["macs"] for k in feasible)  # the cheapest first
+    assert all(set(t.params) <= {n for n, _ in space.genes()} for t in study.trials)  # a plain Optuna record

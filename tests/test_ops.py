@@ -18,20 +18,24 @@ VARIANTS = [(kind, example) for kind in CONV_KINDS for example in op_class(kind)
 
 def test_registry_lists_every_kind() -> None:
     assert {"standard", "group", "dsc", "het", "ghost", "cond"} <= set(CONV_KINDS)
+    assert {"spatial", "flattened", "inception", "deform", "mbconv"} <= set(CONV_KINDS)
     assert CONV_KINDS[0] == "standard"
 
 
 @pytest.mark.parametrize("kind", [k for k in CONV_KINDS if op_class(k).has_reference()])
-@pytest.mark.parametrize(("m", "n", "k", "stride", "dilation", "batch"), [(8, 12, 3, 1, 1, 2), (9, 7, 3, 2, 2, 1)])
+@pytest.mark.parametrize(
+    ("m", "n", "k", "stride", "dilation", "batch"), [(8, 12, 3, 1, 1, 2), (9, 7, 3, 2, 2, 1), (9, 9, 5, 2, 2, 1)]
+)
 def test_forward_equals_the_reference(
     kind: str, m: int, n: int, k: int, stride: int, dilation: int, batch: int
 ) -> None:
     for options in op_class(kind).examples:
         try:
-            op = build_conv(kind, m, n, k, stride, dilation, **options)
+            op = build_conv(kind, m, n, k, stride, dilation, bias=True, **options)
         except ValueError:
             continue
         torch.manual_seed(0)
+        torch.nn.init.normal_(op.bias)
         x = torch.randn(batch, m, 9, 9)
         for mode in (op.train, op.eval):
             mode()
@@ -70,7 +74,9 @@ def test_params_and_macs_match_closed_forms(kind: str, kw: dict, m: int, n: int,
     prof = profile(op, (m, 10, 10))
     out_hw = math.ceil(10 / stride) ** 2
     assert prof.params == op_class(kind).closed_form_params(m, n, k, **kw)
-    assert prof.macs == op.macs_per_position() * out_hw + op.extra_macs()
+    assert prof.macs == op.macs_per_sample(10, 10)
+    if type(op).macs_per_sample is ConvOp.macs_per_sample:  # the per-output-pixel rule
+        assert prof.macs == op.macs_per_position() * out_hw + op.extra_macs()
     assert op.count_macs((1, m, 10, 10)) == prof.macs
 
 
@@ -174,6 +180,13 @@ def test_unknown_kind_lists_known_ones() -> None:
         ("standard", (0, 4), {}, "in_channels must be a positive integer"),
         ("ghost", (4, 4), {"ratio": 1}, "ratio must be at least 2"),
         ("cond", (4, 4), {"experts": 0}, "experts must be a positive integer"),
+        ("cond", (4, 6), {"depthwise": True}, "out_channels=6 to be a multiple of in_channels=4"),
+        ("spatial", (4, 4), {"mid": 0}, "mid must be a positive number"),
+        ("inception", (4, 4), {"kernels": (1, 2)}, "kernels must be odd"),
+        ("inception", (4, 4), {"kernels": 3}, "kernels must be a non-empty list"),
+        ("inception", (4, 2), {"kernels": (1, 3, 5)}, "3 branches need at least as many out_channels"),
+        ("inception", (4, 4), {"reduce": -1.0}, "reduce must be a number >= 0"),
+        ("mbconv", (4, 4), {"expand": 0}, "expand must be a positive integer"),
     ],
 )
 def test_bad_parameters_raise_value_error(kind: str, args: tuple, kw: dict, message: str) -> None:

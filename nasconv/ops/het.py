@@ -125,7 +125,8 @@ class HetConv(ConvOp):
                 else:
                     total = total + F.conv2d(xi, next(ones).view(1, 1, 1, 1), None, self.stride)
             outputs.append(total)
-        return torch.cat(outputs, dim=1)
+        out = torch.cat(outputs, dim=1)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", p={self.p}"

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nasconv.model.cost import profile
 from nasconv.ops import CONV_KINDS, ConvOp, build_conv, op_class, register
 from nasconv.ops.group import channel_shuffle
+from nasconv.ops.het import HetConv
 
 # every registered kind with every example its class declares: a new kind is tested by being registered
 DEFAULTS = {kind: op_class(kind).examples[0] for kind in CONV_KINDS}
@@ -65,6 +66,16 @@ def test_backward_reaches_every_parameter(kind: str, kw: dict) -> None:
 
 
 @pytest.mark.parametrize(("kind", "kw"), VARIANTS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_channels_last_input_gives_the_same_output(kind: str, kw: dict, stride: int) -> None:
+    torch.manual_seed(0)
+    op = build_conv(kind, 16, 16, 3, stride, bias=True, **kw)
+    x = torch.randn(2, 16, 9, 10)
+    y = op(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, op(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "kw"), VARIANTS)
 @pytest.mark.parametrize(("m", "n", "k", "stride"), [(8, 16, 3, 1), (16, 8, 5, 2), (12, 12, 1, 1)])
 def test_params_and_macs_match_closed_forms(kind: str, kw: dict, m: int, n: int, k: int, stride: int) -> None:
     try:
@@ -105,15 +116,19 @@ def test_macs_agree_with_torch_flop_counter(kind: str, kw: dict, stride: int) ->
 
 @pytest.mark.parametrize(("m", "n", "p"), [(6, 4, 3), (8, 8, 4), (64, 32, 4), (12, 10, 2)])
 @pytest.mark.parametrize(("k", "stride", "dilation"), [(3, 1, 1), (3, 2, 2), (5, 1, 1)])
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("form", HetConv.FORMS)
+@pytest.mark.parametrize("channels_last", [False, True])
 def test_hetconv_equals_per_kernel_reference(
-    m: int, n: int, p: int, k: int, stride: int, dilation: int, split: bool
+    m: int, n: int, p: int, k: int, stride: int, dilation: int, form: str, channels_last: bool
 ) -> None:
     torch.manual_seed(0)
     op = build_conv("het", m, n, k, stride, dilation, p=p)
-    op.split = split and n % p == 0
+    if form != "dense" and n % p:
+        pytest.skip("the grouped forms need P to divide out_channels")
+    op.form = form
     x = torch.randn(2, m, 9, 9)
-    torch.testing.assert_close(op(x), op.reference_forward(x), rtol=1e-4, atol=1e-4)
+    y = op(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    torch.testing.assert_close(y, op.reference_forward(x), rtol=1e-4, atol=1e-4)
 
 
 def test_hetconv_cyclic_arrangement() -> None:

@@ -10,8 +10,12 @@ standard convolution. v2 adds a modulation mask, sigmoid of another zero-initial
 convolution (k^2 channels), multiplying each sampled value; it starts at 0.5 everywhere, as in the
 paper (the block's BatchNorm absorbs the scale).
 
-The forward samples all taps with one ``grid_sample`` call (bilinear, zeros padding) into a
-(B, M*k^2, positions) column matrix and contracts it with the (N, M*k^2) weight in one matmul.
+The forward works tap by tap: ``grid_sample`` (bilinear, zeros padding, on a channels-last copy of
+x, where it runs faster) gives the (B, M, positions) samples of one tap, the mask scales them, and
+a batched matmul with that tap's (N, M) weights accumulates them into the output, so every block
+of samples is used while it is in cache (one (B, M*k^2, positions) column matrix is k^2 times
+larger). Measured alternatives, slower here: all taps in one column matrix, and the bilinear mix as
+a weighted ``embedding_bag`` gather of channel vectors (benchmarks/ops.py, notes/ops.md).
 
 Params N*M*k^2 + 2k^2 * (M*k^2 + 1) [+ k^2 * (M*k^2 + 1) modulated]. MACs per output pixel, the
 rule: N*M*k^2 (the product) + 2k^2 * M*k^2 (offset conv) [+ k^2 * M*k^2 (mask conv)] + 4 * M*k^2
@@ -95,16 +99,26 @@ class DeformableConv(ConvOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, m, h, w = x.shape
         n, taps = self.out_channels, self.kernel_size * self.kernel_size
+        # grid_sample (and the offset conv) run faster on a channels-last input: one copy buys both
+        x = x.contiguous(memory_format=torch.channels_last)
         offset, mask = self.offsets_and_mask(x)
         oh, ow = offset.shape[-2], offset.shape[-1]
         rows, cols = self.sample_positions(offset)
         # grid_sample's coordinates, align_corners=False: pixel j of a size-L axis sits at (2j + 1) / L - 1
-        grid = torch.stack(((2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1), -1).view(b, taps * oh, ow, 2)
-        columns = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        columns = columns.view(b, m, taps, oh * ow)
+        grid = torch.stack(((2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1), -1)
         if mask is not None:
-            columns = columns * mask.reshape(b, 1, taps, oh * ow)
-        y = torch.matmul(self.weight.view(n, m * taps), columns.view(b, m * taps, oh * ow)).view(b, n, oh, ow)
+            mask = mask.contiguous()
+        weight = self.weight.reshape(n, m, taps).permute(2, 0, 1).contiguous()  # (taps, N, M)
+        y = torch.zeros(0)
+        # tap by tap, so that each (B, M, positions) block of samples is used while it is in cache
+        for t in range(taps):
+            sampled = F.grid_sample(x, grid[:, t], mode="bilinear", padding_mode="zeros", align_corners=False)
+            sampled = sampled.reshape(b, m, oh * ow)
+            if mask is not None:
+                sampled = sampled * mask[:, t].reshape(b, 1, oh * ow)
+            kernel = weight[t].expand(b, n, m)
+            y = torch.bmm(kernel, sampled) if t == 0 else y.baddbmm_(kernel, sampled)
+        y = y.view(b, n, oh, ow)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -51,10 +51,16 @@ class FlattenedConv(ConvOp):
         return n * self.in_channels * height * width + n * k * out_h * width + n * k * out_h * out_w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The lateral filter is a batched matmul that reads x in either layout and writes the maps in
+        channels-last, where the two depthwise convs run several times faster than in NCHW."""
+        b, m, h, w = x.shape
         n, s, d, p = self.out_channels, self.stride, self.dilation, self.padding
-        y = F.conv2d(x, self.lateral)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, m) if channels_last else x.view(b, m, h * w).mT
+        y = torch.bmm(pixels, self.lateral.view(n, m).t().expand(b, m, n)).view(b, h, w, n).permute(0, 3, 1, 2)
         y = F.conv2d(y, self.vertical, None, (s, 1), (p, 0), (d, 1), n)
-        return F.conv2d(y, self.horizontal, self.bias, (1, s), (0, p), (1, d), n)
+        y = F.conv2d(y, self.horizontal, self.bias, (1, s), (0, p), (1, d), n)
+        return y if channels_last else y.contiguous()
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """One k x k convolution with the rank-1 filters K[n, m, i, j] = L[n, m] V[n, i] H[n, j]."""

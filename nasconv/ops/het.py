@@ -74,8 +74,26 @@ class HetConv(ConvOp):
         self.register_buffer("_dense_kxk", dense_kxk, persistent=False)
         self.register_buffer("_dense_one", dense_one, persistent=False)
         self.register_buffer("_one_by_one", (rows * m + one_channels).reshape(-1), persistent=False)
-        # measured in benchmarks/ops.py: the grouped split wins once each group has >= 16 channels
-        self.split = out_channels % p == 0 and m // p >= 16
+        # the same 1 x 1 entries in residue-sorted order: filter n = a*P + r and channel i = q*P + r
+        # sit at r*(N/P) + a and r*(M/P) + q (defined for N % P == 0, the sorted forms' condition)
+        if n % p == 0:
+            sorted_rows = (rows % p) * (n // p) + rows // p
+            sorted_one = (sorted_rows * m + (one_channels % p) * (m // p) + one_channels // p).reshape(-1)
+        else:
+            sorted_one = torch.zeros(0, dtype=torch.long)
+        self.register_buffer("_sorted_one", sorted_one, persistent=False)
+        self.form = self.default_form(m, n, p)
+
+    #: the forward's ways of computing the same function (benchmarks/ops.py times each)
+    FORMS = ("dense", "split", "sorted")
+
+    @staticmethod
+    def default_form(in_channels: int, out_channels: int, p: int) -> str:
+        """The form that measured fastest on this CPU for the shape (benchmarks/ops.py): the grouped
+        split once each group has >= 16 channels, the dense form below."""
+        if out_channels % p or in_channels // p < 16:
+            return "dense"
+        return "split"
 
     def macs_per_position(self) -> int:
         m, k = self.in_channels, self.kernel_size
@@ -90,21 +108,57 @@ class HetConv(ConvOp):
         return w.view(n, m, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.split:
+        if self.form == "sorted":
+            return self._forward_sorted(x)
+        if self.form == "split":
             return self._forward_split(x)
         return self.conv(x, self.dense_weight(), bias=self.bias)
 
-    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
-        b, m, h, w = x.shape
+    def _sorted_kxk(self) -> torch.Tensor:
+        """The k x k kernels with filters residue-sorted (n = a*P + r -> r*(N/P) + a): P groups of N/P
+        filters, group r reading the input channels i = r mod P (already in that order in each row)."""
         n, p, k = self.out_channels, self.p, self.kernel_size
-        # residue-sort input channels (i -> i mod P groups) and filters likewise
+        return self.weight_kxk.view(n // p, p, -1, k, k).transpose(0, 1).reshape(n, -1, k, k)
+
+    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        """Grouped k x k conv over residue-sorted channels (NCHW) plus a 1 x 1 conv of the unsorted
+        input; the grouped output is interleaved back while it is added."""
+        b, m, h, w = x.shape
+        n, p = self.out_channels, self.p
         xs = x.view(b, m // p, p, h, w).transpose(1, 2).reshape(b, m, h, w)
-        wk = self.weight_kxk.view(n // p, p, m // p, k, k).transpose(0, 1).reshape(n, m // p, k, k)
-        g = self.conv(xs, wk, groups=p)
-        oh, ow = g.shape[-2:]
-        g = g.view(b, p, n // p, oh, ow).transpose(1, 2).reshape(b, n, oh, ow)
+        g = self.conv(xs, self._sorted_kxk(), groups=p)
+        oh, ow = g.shape[-2], g.shape[-1]
         w1 = self.weight_1x1.new_zeros(n * m).index_put((self._one_by_one,), self.weight_1x1.reshape(-1))  # type: ignore[arg-type]
-        return F.conv2d(x, w1.view(n, m, 1, 1), self.bias, self.stride).add_(g)
+        y = F.conv2d(x, w1.view(n, m, 1, 1), self.bias, self.stride)
+        y.view(b, n // p, p, oh, ow).add_(g.view(b, p, n // p, oh, ow).transpose(1, 2))
+        return y
+
+    def _forward_sorted(self, x: torch.Tensor) -> torch.Tensor:
+        """The split form in channels-last, where oneDNN's grouped conv runs fastest: one copy sorts
+        the input's channels by residue into channels-last, the grouped conv and the 1 x 1 part (a
+        matmul over the same sorted copy) stay sorted, one copy puts the filters back in order."""
+        b, m, h, w = x.shape
+        n, p = self.out_channels, self.p
+        xs = x.view(b, m // p, p, h, w).permute(0, 3, 4, 2, 1).reshape(b, h, w, m).permute(0, 3, 1, 2)
+        g = self.conv(xs, self._sorted_kxk(), groups=p)
+        oh, ow = g.shape[-2], g.shape[-1]
+        w1 = self.weight_1x1.new_zeros(n * m).index_put((self._sorted_one,), self.weight_1x1.reshape(-1))  # type: ignore[arg-type]
+        if self.stride == 1:
+            pixels = xs.permute(0, 2, 3, 1).reshape(b * h * w, m)
+        else:
+            pixels = xs[:, :, :: self.stride, :: self.stride].permute(0, 2, 3, 1).reshape(b * oh * ow, m)
+        if g.is_contiguous(memory_format=torch.channels_last):
+            # accumulate into the conv's output (no copy; the conv's backward does not need it)
+            y = g.permute(0, 2, 3, 1).view(b * oh * ow, n).addmm_(pixels, w1.view(n, m).t())
+        else:
+            y = torch.addmm(g.permute(0, 2, 3, 1).reshape(b * oh * ow, n), pixels, w1.view(n, m).t())
+        if self.bias is not None:
+            y = y + self.bias.view(n // p, p).t().reshape(1, n)
+        # un-sort the filters, in one copy, into the input's memory format
+        y = y.view(b, oh, ow, p, n // p)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return y.transpose(3, 4).reshape(b, oh, ow, n).permute(0, 3, 1, 2)
+        return y.permute(0, 4, 3, 1, 2).reshape(b, n, oh, ow)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The paper's description taken literally, one kernel per (filter, input channel) pair.

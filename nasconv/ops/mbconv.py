@@ -65,10 +65,28 @@ class InvertedResidual(ConvOp):
         return expansion + (h * k * k + h * self.out_channels) * out_h * out_w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden maps live in channels-last, where the depthwise conv runs several times faster
+        than in NCHW; both 1 x 1 convs are batched matmuls that read and write either layout in
+        place, so an NCHW input costs no layout copies."""
+        b, m, h, w = x.shape
+        hidden, n = self.hidden, self.out_channels
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         expansion = self.expansion
-        y = x if expansion is None else F.relu6(F.conv2d(x, expansion), inplace=True)
-        y = F.relu6(self.conv(y, self.depthwise, groups=self.hidden), inplace=True)
-        return F.conv2d(y, self.projection, self.bias)
+        if expansion is None:
+            e = x if channels_last else x.contiguous(memory_format=torch.channels_last)
+        else:
+            pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, m) if channels_last else x.view(b, m, h * w).mT
+            e = torch.bmm(pixels, expansion.view(hidden, m).t().expand(b, m, hidden))
+            e = F.relu6(e, inplace=True).view(b, h, w, hidden).permute(0, 3, 1, 2)
+        y = F.relu6(self.conv(e, self.depthwise, groups=hidden), inplace=True)
+        oh, ow = y.shape[-2], y.shape[-1]
+        rows = y.permute(0, 2, 3, 1).reshape(b, oh * ow, hidden)  # a view: the conv kept channels-last
+        projection = self.projection.view(n, hidden)
+        if channels_last:
+            out = F.linear(rows, projection, self.bias).view(b, oh, ow, n).permute(0, 3, 1, 2)
+            return out
+        out = torch.bmm(projection.expand(b, n, hidden), rows.mT).view(b, n, oh, ow)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Channel by channel: every hidden channel is a weighted sum of the inputs, clamped to [0, 6],

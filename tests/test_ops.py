@@ -116,7 +116,7 @@ def test_macs_agree_with_torch_flop_counter(kind: str, kw: dict, stride: int) ->
 
 @pytest.mark.parametrize(("m", "n", "p"), [(6, 4, 3), (8, 8, 4), (64, 32, 4), (12, 10, 2)])
 @pytest.mark.parametrize(("k", "stride", "dilation"), [(3, 1, 1), (3, 2, 2), (5, 1, 1)])
-@pytest.mark.parametrize("form", HetConv.FORMS)
+@pytest.mark.parametrize("form", [*HetConv.FORMS, "auto"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_hetconv_equals_per_kernel_reference(
     m: int, n: int, p: int, k: int, stride: int, dilation: int, form: str, channels_last: bool

@@ -214,3 +214,26 @@ def test_deform_exports_to_onnx_and_torchscript_at_learned_offsets(modulated: bo
     torch.testing.assert_close(onnx_out, expected, rtol=1e-4, atol=1e-4)
     with torch.inference_mode():
         torch.testing.assert_close(torch.jit.script(op)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["dense", "split", "sorted", "auto"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_hetconv_forms_export_to_onnx_and_torchscript(form: str, channels_last: bool, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from nasconv.results.export import _export_onnx
+
+    torch.manual_seed(0)
+    op = build_conv("het", 32, 32, 3, 1, p=2, bias=True).eval()  # 16 channels per group: every form applies
+    torch.nn.init.normal_(op.bias)
+    op.form = form
+    x = torch.randn(2, 32, 8, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = op.reference_forward(x)
+        torch.testing.assert_close(torch.jit.script(op)(x), expected, rtol=1e-4, atol=1e-4)
+    _export_onnx(op, x, tmp_path / "het.onnx")
+    session = ort.InferenceSession(str(tmp_path / "het.onnx"), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -4,12 +4,17 @@ Exact to the paper's cyclic arrangement: output filter n has a k x k kernel on i
 iff (i - n) mod P == 0 and a 1 x 1 kernel on every other input channel. Only those weights are
 parameters (N * ((M/P) k^2 + M - M/P)); nothing dense is stored or counted.
 
-The forward is vectorised: the compact weights are scattered into one dense kernel whose 1 x 1
-entries sit at the centre tap (a 1 x 1 kernel equals the centre tap at any stride and dilation)
-and a single convolution runs. ``split`` forward instead runs the k x k part as a grouped conv
-(groups = P) over residue-sorted channels plus a 1 x 1 conv: fewer MACs, but more memory traffic;
-``benchmarks/ops.py`` measures both; the split form is used where it measured faster on this CPU
-(at least 16 channels per group), the dense form elsewhere. Both give the same output.
+Three forms compute the same function (``form``; ``benchmarks/ops.py`` times each):
+- ``dense``: the compact weights are scattered into one dense kernel whose 1 x 1 entries sit at the
+  centre tap (a 1 x 1 kernel equals the centre tap at any stride and dilation); one convolution,
+  with the MACs of a dense one;
+- ``split``: the k x k part as a grouped conv (groups = P) over residue-sorted channels (a copy of
+  whole planes in NCHW) plus the 1 x 1 part as a 1 x 1 conv; the grouped output is interleaved
+  back while it is added. A third of a dense conv's MACs at P = 4;
+- ``sorted``: the split form in channels-last (the sort and un-sort are copies inside each pixel's
+  channel vector, the 1 x 1 part a matmul accumulated into the grouped conv's output).
+Used (``auto``): split for NCHW inputs, sorted for channels-last ones, where each measured fastest;
+the dense form below 16 channels per group, where the grouped conv is slower than the dense one.
 """
 
 from __future__ import annotations
@@ -89,11 +94,11 @@ class HetConv(ConvOp):
 
     @staticmethod
     def default_form(in_channels: int, out_channels: int, p: int) -> str:
-        """The form that measured fastest on this CPU for the shape (benchmarks/ops.py): the grouped
-        split once each group has >= 16 channels, the dense form below."""
+        """What measured fastest on this CPU (benchmarks/ops.py): the dense form below 16 channels per
+        group, else "auto": the split form for an NCHW input, the sorted form for a channels-last one."""
         if out_channels % p or in_channels // p < 16:
             return "dense"
-        return "split"
+        return "auto"
 
     def macs_per_position(self) -> int:
         m, k = self.in_channels, self.kernel_size
@@ -108,9 +113,13 @@ class HetConv(ConvOp):
         return w.view(n, m, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.form == "sorted":
+        form = self.form
+        if form == "auto":
+            channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            form = "sorted" if channels_last else "split"
+        if form == "sorted":
             return self._forward_sorted(x)
-        if self.form == "split":
+        if form == "split":
             return self._forward_split(x)
         return self.conv(x, self.dense_weight(), bias=self.bias)
 

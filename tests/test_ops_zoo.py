@@ -237,3 +237,20 @@ def test_hetconv_forms_export_to_onnx_and_torchscript(form: str, channels_last: 
     session = ort.InferenceSession(str(tmp_path / "het.onnx"), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0])
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["reference.yaml", "cifar10.yaml"])
+def test_the_shipped_spaces_use_the_new_kinds(name: str) -> None:
+    from nasconv.model.arch import build_model, input_shape
+    from nasconv.search.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / name)
+    genes = dict(space.genes())
+    offered = {kind for gene, choices in genes.items() if gene.endswith(".kind") for kind in choices}
+    assert {"spatial", "flattened", "inception", "mbconv", "deform"} <= offered
+    first = {gene: choices[0] for gene, choices in genes.items()}
+    for gene in (g for g in genes if g.endswith(".kind")):  # every stage's every kind builds and runs
+        for kind in genes[gene]:
+            arch = space.decode({**first, gene: kind})
+            with torch.inference_mode():
+                assert build_model(arch).eval()(torch.zeros(input_shape(arch))).shape == (1, arch.classes)

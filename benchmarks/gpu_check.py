@@ -2,7 +2,9 @@
 
     python benchmarks/gpu_check.py
 
-1. every conv kind runs on CUDA and matches its CPU output (same weights, same input);
+1. every conv kind, with every example its class declares, runs on CUDA (NCHW and channels-last
+   input) and matches its CPU output (same weights, same input) and, where it has one, its slow
+   reference forward; deform v2 also at learned (random) offsets;
 2. CondConv on CUDA: a batch equals its samples one by one, and the ONNX expert-sum form equals
    the grouped form; HetConv on CUDA equals the per-kernel reference;
 3. measure_latency(device="cuda") gives stable medians (synchronised timing) for a few models;
@@ -21,9 +23,11 @@ import torch
 
 from nasconv.model.arch import Arch, StageArch, build_model
 from nasconv.model.cost import measure_latency
-from nasconv.ops import CONV_KINDS, build_conv
+from nasconv.ops import CONV_KINDS, build_conv, op_class
 
-PARAMS = {"standard": {}, "group": {"groups": 4}, "dsc": {}, "het": {"p": 4}, "ghost": {"ratio": 2}, "cond": {}}
+# every registered kind with every example its class declares (a new kind is checked by being registered)
+VARIANTS = [(kind, example) for kind in CONV_KINDS for example in op_class(kind).examples]
+PARAMS = {kind: op_class(kind).examples[0] for kind in CONV_KINDS}
 
 
 def main() -> None:
@@ -35,16 +39,34 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(8, 32, 16, 16)
     worst = 0.0
-    for kind in CONV_KINDS:
+    for kind, options in VARIANTS:
         for stride, dilation in ((1, 1), (2, 2)):
-            op = build_conv(kind, 32, 48, 3, stride, dilation, **PARAMS[kind]).eval()
+            try:
+                op = build_conv(kind, 32, 64, 3, stride, dilation, **options).eval()
+            except ValueError:
+                continue
             with torch.no_grad():
                 cpu = op(x)
                 gpu = op.to(dev)(x.to(dev)).cpu()
-            diff = float((cpu - gpu).abs().max())
+                gpu_cl = op(x.to(dev).contiguous(memory_format=torch.channels_last)).cpu()
+            diff = max(float((cpu - gpu).abs().max()), float((cpu - gpu_cl).abs().max()))
             worst = max(worst, diff)
-            print(f"{kind:<9} stride {stride} dilation {dilation}: CPU vs CUDA max |diff| {diff:.2e}")
+            label = f"{kind} {options}" if options else kind
+            print(f"{label:<40} stride {stride} dilation {dilation}: CPU vs CUDA (NCHW, channels-last) {diff:.2e}")
+            if op.has_reference():
+                with torch.no_grad():
+                    ref = float((op(x.to(dev)) - op.reference_forward(x.to(dev))).abs().max())
+                print(f"{'':<40} CUDA forward vs its reference {ref:.2e}")
+                assert ref < 1e-3, (kind, options, ref)
     assert worst < 1e-3, worst
+
+    deform = build_conv("deform", 32, 48, 3, 1, modulated=True).to(dev).eval()
+    with torch.no_grad():
+        deform.offset_weight.normal_(0, 0.3)
+        deform.offset_bias.normal_(0, 2.0)
+        d = float((deform(x.to(dev)) - deform.reference_forward(x.to(dev))).abs().max())
+    print(f"deform v2 CUDA at learned offsets vs tap-by-tap reference: {d:.2e}")
+    assert d < 1e-3
 
     cond = build_conv("cond", 32, 48, 3, 1, experts=4, bias=True).to(dev).eval()
     torch.nn.init.normal_(cond.bias)
@@ -59,11 +81,11 @@ def main() -> None:
     assert d1 < 1e-4 and d2 < 1e-4
 
     het = build_conv("het", 32, 32, 3, 1, p=4).to(dev).eval()
-    for split in (False, True):
-        het.split = split
+    for form in het.FORMS:
+        het.form = form
         with torch.no_grad():
             d = float((het(xg) - het.reference_forward(xg)).abs().max())
-        print(f"HetConv CUDA ({'split' if split else 'dense'} form) vs per-kernel reference: {d:.2e}")
+        print(f"HetConv CUDA ({form} form) vs per-kernel reference: {d:.2e}")
         assert d < 1e-4
 
     def arch(kind: str, **options: int) -> Arch:

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nasconv.model.cost import profile
 from nasconv.ops import CONV_KINDS, ConvOp, build_conv, op_class, register
 from nasconv.ops.group import channel_shuffle
+from nasconv.ops.het import HetConv
 
 # every registered kind with every example its class declares: a new kind is tested by being registered
 DEFAULTS = {kind: op_class(kind).examples[0] for kind in CONV_KINDS}
@@ -18,20 +19,24 @@ VARIANTS = [(kind, example) for kind in CONV_KINDS for example in op_class(kind)
 
 def test_registry_lists_every_kind() -> None:
     assert {"standard", "group", "dsc", "het", "ghost", "cond"} <= set(CONV_KINDS)
+    assert {"spatial", "flattened", "inception", "deform", "mbconv"} <= set(CONV_KINDS)
     assert CONV_KINDS[0] == "standard"
 
 
 @pytest.mark.parametrize("kind", [k for k in CONV_KINDS if op_class(k).has_reference()])
-@pytest.mark.parametrize(("m", "n", "k", "stride", "dilation", "batch"), [(8, 12, 3, 1, 1, 2), (9, 7, 3, 2, 2, 1)])
+@pytest.mark.parametrize(
+    ("m", "n", "k", "stride", "dilation", "batch"), [(8, 12, 3, 1, 1, 2), (9, 7, 3, 2, 2, 1), (9, 9, 5, 2, 2, 1)]
+)
 def test_forward_equals_the_reference(
     kind: str, m: int, n: int, k: int, stride: int, dilation: int, batch: int
 ) -> None:
     for options in op_class(kind).examples:
         try:
-            op = build_conv(kind, m, n, k, stride, dilation, **options)
+            op = build_conv(kind, m, n, k, stride, dilation, bias=True, **options)
         except ValueError:
             continue
         torch.manual_seed(0)
+        torch.nn.init.normal_(op.bias)
         x = torch.randn(batch, m, 9, 9)
         for mode in (op.train, op.eval):
             mode()
@@ -61,6 +66,16 @@ def test_backward_reaches_every_parameter(kind: str, kw: dict) -> None:
 
 
 @pytest.mark.parametrize(("kind", "kw"), VARIANTS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_channels_last_input_gives_the_same_output(kind: str, kw: dict, stride: int) -> None:
+    torch.manual_seed(0)
+    op = build_conv(kind, 16, 16, 3, stride, bias=True, **kw)
+    x = torch.randn(2, 16, 9, 10)
+    y = op(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, op(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "kw"), VARIANTS)
 @pytest.mark.parametrize(("m", "n", "k", "stride"), [(8, 16, 3, 1), (16, 8, 5, 2), (12, 12, 1, 1)])
 def test_params_and_macs_match_closed_forms(kind: str, kw: dict, m: int, n: int, k: int, stride: int) -> None:
     try:
@@ -70,7 +85,9 @@ def test_params_and_macs_match_closed_forms(kind: str, kw: dict, m: int, n: int,
     prof = profile(op, (m, 10, 10))
     out_hw = math.ceil(10 / stride) ** 2
     assert prof.params == op_class(kind).closed_form_params(m, n, k, **kw)
-    assert prof.macs == op.macs_per_position() * out_hw + op.extra_macs()
+    assert prof.macs == op.macs_per_sample(10, 10)
+    if type(op).macs_per_sample is ConvOp.macs_per_sample:  # the per-output-pixel rule
+        assert prof.macs == op.macs_per_position() * out_hw + op.extra_macs()
     assert op.count_macs((1, m, 10, 10)) == prof.macs
 
 
@@ -99,15 +116,19 @@ def test_macs_agree_with_torch_flop_counter(kind: str, kw: dict, stride: int) ->
 
 @pytest.mark.parametrize(("m", "n", "p"), [(6, 4, 3), (8, 8, 4), (64, 32, 4), (12, 10, 2)])
 @pytest.mark.parametrize(("k", "stride", "dilation"), [(3, 1, 1), (3, 2, 2), (5, 1, 1)])
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("form", [*HetConv.FORMS, "auto"])
+@pytest.mark.parametrize("channels_last", [False, True])
 def test_hetconv_equals_per_kernel_reference(
-    m: int, n: int, p: int, k: int, stride: int, dilation: int, split: bool
+    m: int, n: int, p: int, k: int, stride: int, dilation: int, form: str, channels_last: bool
 ) -> None:
     torch.manual_seed(0)
     op = build_conv("het", m, n, k, stride, dilation, p=p)
-    op.split = split and n % p == 0
+    if form != "dense" and n % p:
+        pytest.skip("the grouped forms need P to divide out_channels")
+    op.form = form
     x = torch.randn(2, m, 9, 9)
-    torch.testing.assert_close(op(x), op.reference_forward(x), rtol=1e-4, atol=1e-4)
+    y = op(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    torch.testing.assert_close(y, op.reference_forward(x), rtol=1e-4, atol=1e-4)
 
 
 def test_hetconv_cyclic_arrangement() -> None:
@@ -174,6 +195,13 @@ def test_unknown_kind_lists_known_ones() -> None:
         ("standard", (0, 4), {}, "in_channels must be a positive integer"),
         ("ghost", (4, 4), {"ratio": 1}, "ratio must be at least 2"),
         ("cond", (4, 4), {"experts": 0}, "experts must be a positive integer"),
+        ("cond", (4, 6), {"depthwise": True}, "out_channels=6 to be a multiple of in_channels=4"),
+        ("spatial", (4, 4), {"mid": 0}, "mid must be a positive number"),
+        ("inception", (4, 4), {"kernels": (1, 2)}, "kernels must be odd"),
+        ("inception", (4, 4), {"kernels": 3}, "kernels must be a non-empty list"),
+        ("inception", (4, 2), {"kernels": (1, 3, 5)}, "3 branches need at least as many out_channels"),
+        ("inception", (4, 4), {"reduce": -1.0}, "reduce must be a number >= 0"),
+        ("mbconv", (4, 4), {"expand": 0}, "expand must be a positive integer"),
     ],
 )
 def test_bad_parameters_raise_value_error(kind: str, args: tuple, kw: dict, message: str) -> None:

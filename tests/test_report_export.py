@@ -4,6 +4,7 @@ public trial evaluation so report/export see exactly what a search stores."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from nasconv.model.arch import Arch, build_model, load_arch
+from nasconv.ops import CONV_KINDS, op_class
 from nasconv.results.export import Rule, pick_trial, standalone_source
 from nasconv.results.folder import knee, load_results, pareto, write_results
 from nasconv.results.report import hypervolume
@@ -164,15 +166,20 @@ def test_export_writes_and_verifies_every_format(results: Path, tmp_path: Path) 
     assert "torch.Size([1, 3])" in check.stdout
 
 
-@pytest.mark.parametrize("kind", ["standard", "group", "dsc", "het", "ghost", "cond"])
-def test_every_kind_exports_standalone_and_torchscript(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "options"), [(kind, example) for kind in CONV_KINDS for example in op_class(kind).examples]
+)
+def test_every_kind_exports_standalone_and_torchscript(kind: str, options: dict, tmp_path: Path) -> None:
     from nasconv.results.export import export
 
     space = parse_space(tiny_space_dict())
     params = {name: choices[-1] for name, choices in space.genes()}
-    params["s0.kind"] = kind
-    arch = space.decode(params)
-    assert arch.stages[0].kind == kind
+    params["s0.kind"] = "standard"
+    tiny = space.decode(params)
+    # every registered kind with each of its examples, in the tiny space's stage (8 -> 16 channels, stride 2)
+    stage = dataclasses.replace(tiny.stages[0], kind=kind, options=tuple(options.items()))
+    arch = dataclasses.replace(tiny, stages=(stage,))
+    arch.check()
     report = export(arch, build_model(arch), tmp_path, ["py", "ts", "onnx"])
     assert set(report) == {"py", "ts", "onnx"}
     assert "import nasconv" not in standalone_source(arch)

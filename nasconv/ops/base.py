@@ -158,11 +158,17 @@ class ConvOp(nn.Module):
         """Multiply-accumulates per sample that do not scale with the output size."""
         return 0
 
+    def macs_per_sample(self, height: int, width: int) -> int:
+        """MACs of one sample of ``height`` x ``width``: ``macs_per_position()`` at every output pixel
+        plus ``extra_macs()``. Kinds that also work at another resolution (a strided block's 1 x 1
+        expansion at the input's, a k x 1 conv at ceil(H/stride) x W) override this instead."""
+        out_h, out_w = self.output_size(height, width)
+        return self.macs_per_position() * out_h * out_w + self.extra_macs()
+
     def count_macs(self, input_shape: tuple[int, ...]) -> int:
         """MACs of one forward pass on an input of shape (B, C, H, W) (or (C, H, W))."""
         batch = input_shape[0] if len(input_shape) == 4 else 1
-        out_h, out_w = self.output_size(input_shape[-2], input_shape[-1])
-        return batch * (self.macs_per_position() * out_h * out_w + self.extra_macs())
+        return batch * self.macs_per_sample(input_shape[-2], input_shape[-1])
 
     def conv(
         self, x: torch.Tensor, weight: torch.Tensor, groups: int = 1, bias: torch.Tensor | None = None

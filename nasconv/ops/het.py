@@ -4,12 +4,17 @@ Exact to the paper's cyclic arrangement: output filter n has a k x k kernel on i
 iff (i - n) mod P == 0 and a 1 x 1 kernel on every other input channel. Only those weights are
 parameters (N * ((M/P) k^2 + M - M/P)); nothing dense is stored or counted.
 
-The forward is vectorised: the compact weights are scattered into one dense kernel whose 1 x 1
-entries sit at the centre tap (a 1 x 1 kernel equals the centre tap at any stride and dilation)
-and a single convolution runs. ``split`` forward instead runs the k x k part as a grouped conv
-(groups = P) over residue-sorted channels plus a 1 x 1 conv: fewer MACs, but more memory traffic;
-``benchmarks/ops.py`` measures both; the split form is used where it measured faster on this CPU
-(at least 16 channels per group), the dense form elsewhere. Both give the same output.
+Three forms compute the same function (``form``; ``benchmarks/ops.py`` times each):
+- ``dense``: the compact weights are scattered into one dense kernel whose 1 x 1 entries sit at the
+  centre tap (a 1 x 1 kernel equals the centre tap at any stride and dilation); one convolution,
+  with the MACs of a dense one;
+- ``split``: the k x k part as a grouped conv (groups = P) over residue-sorted channels (a copy of
+  whole planes in NCHW) plus the 1 x 1 part as a 1 x 1 conv; the grouped output is interleaved
+  back while it is added. A third of a dense conv's MACs at P = 4;
+- ``sorted``: the split form in channels-last (the sort and un-sort are copies inside each pixel's
+  channel vector, the 1 x 1 part a matmul accumulated into the grouped conv's output).
+Used (``auto``): split for NCHW inputs, sorted for channels-last ones, where each measured fastest;
+the dense form below 16 channels per group, where the grouped conv is slower than the dense one.
 """
 
 from __future__ import annotations
@@ -74,8 +79,26 @@ class HetConv(ConvOp):
         self.register_buffer("_dense_kxk", dense_kxk, persistent=False)
         self.register_buffer("_dense_one", dense_one, persistent=False)
         self.register_buffer("_one_by_one", (rows * m + one_channels).reshape(-1), persistent=False)
-        # measured in benchmarks/ops.py: the grouped split wins once each group has >= 16 channels
-        self.split = out_channels % p == 0 and m // p >= 16
+        # the same 1 x 1 entries in residue-sorted order: filter n = a*P + r and channel i = q*P + r
+        # sit at r*(N/P) + a and r*(M/P) + q (defined for N % P == 0, the sorted forms' condition)
+        if n % p == 0:
+            sorted_rows = (rows % p) * (n // p) + rows // p
+            sorted_one = (sorted_rows * m + (one_channels % p) * (m // p) + one_channels // p).reshape(-1)
+        else:
+            sorted_one = torch.zeros(0, dtype=torch.long)
+        self.register_buffer("_sorted_one", sorted_one, persistent=False)
+        self.form = self.default_form(m, n, p)
+
+    #: the forward's ways of computing the same function (benchmarks/ops.py times each)
+    FORMS = ("dense", "split", "sorted")
+
+    @staticmethod
+    def default_form(in_channels: int, out_channels: int, p: int) -> str:
+        """What measured fastest on this CPU (benchmarks/ops.py): the dense form below 16 channels per
+        group, else "auto": the split form for an NCHW input, the sorted form for a channels-last one."""
+        if out_channels % p or in_channels // p < 16:
+            return "dense"
+        return "auto"
 
     def macs_per_position(self) -> int:
         m, k = self.in_channels, self.kernel_size
@@ -90,21 +113,61 @@ class HetConv(ConvOp):
         return w.view(n, m, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.split:
+        form = self.form
+        if form == "auto":
+            channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            form = "sorted" if channels_last else "split"
+        if form == "sorted":
+            return self._forward_sorted(x)
+        if form == "split":
             return self._forward_split(x)
         return self.conv(x, self.dense_weight(), bias=self.bias)
 
-    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
-        b, m, h, w = x.shape
+    def _sorted_kxk(self) -> torch.Tensor:
+        """The k x k kernels with filters residue-sorted (n = a*P + r -> r*(N/P) + a): P groups of N/P
+        filters, group r reading the input channels i = r mod P (already in that order in each row)."""
         n, p, k = self.out_channels, self.p, self.kernel_size
-        # residue-sort input channels (i -> i mod P groups) and filters likewise
+        return self.weight_kxk.view(n // p, p, -1, k, k).transpose(0, 1).reshape(n, -1, k, k)
+
+    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        """Grouped k x k conv over residue-sorted channels (NCHW) plus a 1 x 1 conv of the unsorted
+        input; the grouped output is interleaved back while it is added."""
+        b, m, h, w = x.shape
+        n, p = self.out_channels, self.p
         xs = x.view(b, m // p, p, h, w).transpose(1, 2).reshape(b, m, h, w)
-        wk = self.weight_kxk.view(n // p, p, m // p, k, k).transpose(0, 1).reshape(n, m // p, k, k)
-        g = self.conv(xs, wk, groups=p)
-        oh, ow = g.shape[-2:]
-        g = g.view(b, p, n // p, oh, ow).transpose(1, 2).reshape(b, n, oh, ow)
+        g = self.conv(xs, self._sorted_kxk(), groups=p)
+        oh, ow = g.shape[-2], g.shape[-1]
         w1 = self.weight_1x1.new_zeros(n * m).index_put((self._one_by_one,), self.weight_1x1.reshape(-1))  # type: ignore[arg-type]
-        return F.conv2d(x, w1.view(n, m, 1, 1), self.bias, self.stride).add_(g)
+        y = F.conv2d(x, w1.view(n, m, 1, 1), self.bias, self.stride)
+        y.view(b, n // p, p, oh, ow).add_(g.view(b, p, n // p, oh, ow).transpose(1, 2))
+        return y
+
+    def _forward_sorted(self, x: torch.Tensor) -> torch.Tensor:
+        """The split form in channels-last, where oneDNN's grouped conv runs fastest: one copy sorts
+        the input's channels by residue into channels-last, the grouped conv and the 1 x 1 part (a
+        matmul over the same sorted copy) stay sorted, one copy puts the filters back in order."""
+        b, m, h, w = x.shape
+        n, p = self.out_channels, self.p
+        xs = x.view(b, m // p, p, h, w).permute(0, 3, 4, 2, 1).reshape(b, h, w, m).permute(0, 3, 1, 2)
+        g = self.conv(xs, self._sorted_kxk(), groups=p)
+        oh, ow = g.shape[-2], g.shape[-1]
+        w1 = self.weight_1x1.new_zeros(n * m).index_put((self._sorted_one,), self.weight_1x1.reshape(-1))  # type: ignore[arg-type]
+        if self.stride == 1:
+            pixels = xs.permute(0, 2, 3, 1).reshape(b * h * w, m)
+        else:
+            pixels = xs[:, :, :: self.stride, :: self.stride].permute(0, 2, 3, 1).reshape(b * oh * ow, m)
+        if g.is_contiguous(memory_format=torch.channels_last):
+            # accumulate into the conv's output (no copy; the conv's backward does not need it)
+            y = g.permute(0, 2, 3, 1).view(b * oh * ow, n).addmm_(pixels, w1.view(n, m).t())
+        else:
+            y = torch.addmm(g.permute(0, 2, 3, 1).reshape(b * oh * ow, n), pixels, w1.view(n, m).t())
+        if self.bias is not None:
+            y = y + self.bias.view(n // p, p).t().reshape(1, n)
+        # un-sort the filters, in one copy, into the input's memory format
+        y = y.view(b, oh, ow, p, n // p)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return y.transpose(3, 4).reshape(b, oh, ow, n).permute(0, 3, 1, 2)
+        return y.permute(0, 4, 3, 1, 2).reshape(b, n, oh, ow)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The paper's description taken literally, one kernel per (filter, input channel) pair.
@@ -125,7 +188,8 @@ class HetConv(ConvOp):
                 else:
                     total = total + F.conv2d(xi, next(ones).view(1, 1, 1, 1), None, self.stride)
             outputs.append(total)
-        return torch.cat(outputs, dim=1)
+        out = torch.cat(outputs, dim=1)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", p={self.p}"

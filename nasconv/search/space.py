@@ -93,6 +93,17 @@ def _as_choices(value: Any) -> tuple[Any, ...]:
     return (value,)
 
 
+def _closest(key: str, known: list[str]) -> str | None:
+    """The known key a typo most likely meant: one that starts the other (``hetconv`` -> ``het``),
+    else the closest spelling."""
+    lowered = key.lower()
+    prefixed = [k for k in known if lowered.startswith(k) or k.startswith(lowered)]
+    if prefixed:
+        return max(prefixed, key=len)
+    close = difflib.get_close_matches(key, known, n=1)
+    return close[0] if close else None
+
+
 class Strict(BaseModel):
     """Unknown keys are errors, with a did-you-mean hint; NaN and infinity are never numbers."""
 
@@ -107,8 +118,8 @@ class Strict(BaseModel):
                 if not isinstance(key, str):
                     raise ValueError(f"key {brief(key)} is not a name")
                 if key not in cls.model_fields:
-                    close = difflib.get_close_matches(key, known, n=1)
-                    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+                    close = _closest(key, known)
+                    hint = f"did you mean '{close}'?" if close else f"known keys: {', '.join(known)}"
                     raise ValueError(f"unknown key {brief(key)} ({hint})")
         return data
 

@@ -143,17 +143,23 @@ def _run(job: tuple[str, str, int, int, str]) -> dict[str, Any]:
         "df = run_search(space, opts, progress=False)\n"
         "print(json.dumps({'arch': list(df['arch']), 'state': list(df['state'])}))\n"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(Path(tmp) / "out")],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-    if out.returncode != 0:
-        raise RuntimeError(f"{name}/{sampler}/{seed} failed: {out.stderr[-2000:]}")
+    for attempt in range(3):  # a Ray worker lost on a loaded machine is retried, not fatal to the benchmark
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, "-c", script, str(Path(tmp) / "out")],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        if out.returncode == 0:
+            break
+        log = Path(tempfile.gettempdir()) / f"search_quality-{name}-{sampler}-{seed}-{attempt}.log"
+        log.write_text(out.stderr)
+        print(f"{name}/{sampler}/{seed}: attempt {attempt + 1} failed (exit {out.returncode}, log {log})", flush=True)
+    else:
+        raise RuntimeError(f"{name}/{sampler}/{seed} failed three times: {out.stderr[-2000:]}")
     record = json.loads(out.stdout.strip().splitlines()[-1])
     trained = [a for a, s in zip(record["arch"], record["state"]) if s in ("COMPLETE", "STOPPED", "FAIL")]
     repeats = sum(s == "REPEAT" for s in record["state"])
@@ -165,11 +171,12 @@ def hv_curve(trained: list[str], table: Any, objectives: list[str]) -> tuple[lis
     """Hypervolume (scaled to the table's range, reference 1.1) after each trained architecture, and
     the true front's."""
     from nasconv.search.multi_objective import hypervolume, minimised
+    from nasconv.search.tabular import canonical
 
     points = minimised(table, objectives)
     low, span = points.min(axis=0), np.ptp(points, axis=0)
     scaled = (points - low) / np.where(span > 0, span, 1.0)
-    index = {a: i for i, a in enumerate(table["arch"])}
+    index = {canonical(a): i for i, a in enumerate(table["arch"])}
     reference = np.full(len(objectives), 1.1)
     true = hypervolume(scaled, reference)
     curve, seen = [], []

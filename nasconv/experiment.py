@@ -28,7 +28,7 @@ from .search.evaluation import ray_trial
 from .search.protocol import EvaluationContext
 from .search.samplers import SamplerContext, make_sampler
 from .search.space import Space
-from .search.study import counts_toward_budget, open_or_create_study
+from .search.study import check_study, counts_toward_budget, open_or_create_study
 from .search.tabular import load_table
 from .search.training import check_search_devices
 
@@ -160,19 +160,21 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
             known.update({k: row[k] for k in ("params", "macs", "flops", "latency_ms") if k in row})
         return known
 
+    # everything that can refuse the search is checked before anything is written
+    done_before = check_study(space, opts.out, storage=opts.storage, resume=opts.resume)
+    resources: dict[str, float] = {}
+    if opts.trials > done_before:
+        start_ray(opts.address)
+        import ray
+
+        resources = trial_resources(opts, ray.cluster_resources(), space.spec.training.device)
     opened = open_or_create_study(
         space,
         opts.out,
         storage=opts.storage,
         resume=opts.resume,
         sampler=lambda n: make_sampler(
-            opts.sampler,
-            SamplerContext(
-                space=space,
-                seed=opts.seed + n,
-                population=opts.population,
-                costs=costs,
-            ),
+            opts.sampler, SamplerContext(space=space, seed=opts.seed + n, population=opts.population, costs=costs)
         ),
     )
     study = opened.study
@@ -182,13 +184,11 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
     if budget == 0:
         return write_results(study, opts.out)
 
-    start_ray(opts.address)
     import ray
     from ray import tune
 
     from .search.searcher import StudySearcher
 
-    resources = trial_resources(opts, ray.cluster_resources(), space.spec.training.device)
     workers = opts.workers or max_concurrent(resources, ray.cluster_resources())
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(workers)
 

@@ -326,3 +326,43 @@ def test_tabular_mode_runs_the_real_search_by_lookup(tmp_path: Path, write_space
         assert (missing["reason"] == "not in table").all()
         assert set(missing["arch"]).isdisjoint(listed)
         assert (trained["train_seconds"].fillna(0) == 0).all()  # looked up, never trained
+
+
+def test_gpus_are_requested_from_ray_and_each_trial_reports_its_own(tmp_path: Path, write_space) -> None:
+    # `ray start --num-gpus=2` declares GPUs this machine does not have: Ray assigns them all the same
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    head = subprocess.run(
+        [ray, "start", "--head", f"--port={port}", "--include-dashboard=false", "--num-cpus=2", "--num-gpus=2",
+         "--node-ip-address=127.0.0.2", "--disable-usage-stats"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    try:
+        assert head.returncode == 0, head.stderr[-2000:]
+        out = tmp_path / "out"
+        space = write_space(tiny_space_dict(search={"trials": 4, "gpus_per_trial": 1, "population": 2}))
+        run = nasconv("search", str(space), "--out", str(out), "--address", f"127.0.0.2:{port}", env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+        trained = [t for t in study.trials if trial_state(t) == "COMPLETE"]
+        assert len(trained) == 4
+        assert all(len(t.user_attrs["gpu_ids"]) == 1 for t in trained)  # one whole GPU each
+        assert {g for t in trained for g in t.user_attrs["gpu_ids"]} <= {"0", "1"}
+        # a request the cluster cannot meet is refused before any trial starts
+        again = nasconv(
+            "search", str(space), "--out", str(tmp_path / "o2"), "--address", f"127.0.0.2:{port}",
+            "--gpus-per-trial", "3", env=env,
+        )  # fmt: skip
+        assert again.returncode == 2 and "the Ray cluster has 2 GPU(s)" in again.stderr
+        assert again.stderr.strip().count("\n") == 0
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_gpus_per_trial_on_a_cluster_without_gpus_exits_2_before_any_trial(tmp_path: Path, write_space) -> None:
+    space = write_space(tiny_space_dict())
+    run = nasconv("search", str(space), "--out", str(tmp_path / "o"), "--gpus-per-trial", "0.25")
+    assert run.returncode == 2 and "the Ray cluster has no GPUs" in run.stderr
+    assert run.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o").exists()  # nothing written: a rerun with a sound setting starts afresh

@@ -6,6 +6,7 @@ is the only way a network is made, and ``Arch.from_dict(arch.to_dict()) == arch`
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -18,9 +19,17 @@ from torch import nn
 
 from ..errors import NasconvError, brief
 from ..files import read_yaml
-from ..ops import build_conv, registered_kinds, short_label
+from ..ops import build_conv, kind_params, registered_kinds, short_label
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+
+
+def _option_defaults(kind: str) -> dict[str, Any]:
+    """The kind's options that have defaults (none for a kind this installation does not know)."""
+    if kind not in registered_kinds():
+        return {}
+    defaults = {name: value for name, value in kind_params(kind).items() if value is not inspect.Parameter.empty}
+    return {name: tuple(v) if isinstance(v, list) else v for name, v in defaults.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +52,9 @@ class StageArch:
 
     def __post_init__(self) -> None:
         options = {str(k): tuple(v) if isinstance(v, list) else v for k, v in dict(self.options).items()}
+        # every option of the kind, defaults filled in: an architecture recorded before a kind gained
+        # an option still names the same network, and the same text
+        options = {**_option_defaults(self.kind), **options}
         object.__setattr__(self, "options", tuple(sorted(options.items())))
         if self.kernel == 1:
             object.__setattr__(self, "dilation", 1)
@@ -88,7 +100,7 @@ class Arch:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "arch") -> Arch:
+    def from_dict(cls, data: Any, where: str = "arch", *, check: bool = True) -> Arch:
         """Rebuild an Arch from ``to_dict`` output, checked: a wrong shape, an unknown kind or option,
         or a network that cannot build is a NasconvError naming ``where`` and the key."""
         if not isinstance(data, Mapping) or not isinstance(data.get("stages"), (list, tuple)):
@@ -102,16 +114,17 @@ class Arch:
             arch = cls(**{**data, "stages": tuple(stages)})
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise NasconvError(f"{where}: not a nasconv architecture ({exc})") from None
-        arch.check(where)
+        if check:
+            arch.check(where)
         return arch
 
     @classmethod
-    def from_json(cls, text: str, where: str = "arch") -> Arch:
+    def from_json(cls, text: str, where: str = "arch", *, check: bool = True) -> Arch:
         try:
             data = json.loads(text)
         except (TypeError, ValueError) as exc:
             raise NasconvError(f"{where}: the architecture is not valid JSON ({exc})") from None
-        return cls.from_dict(data, where)
+        return cls.from_dict(data, where, check=check)
 
     def check(self, where: str = "arch") -> None:
         """Every field of a sensible type, every kind and option known, and the network buildable."""

@@ -43,9 +43,13 @@ def _nsga3(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
 
 
 def _tpe(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
+    import warnings
+
     import optuna
 
-    return optuna.samplers.TPESampler(seed=ctx.seed, multivariate=True, group=True, constant_liar=True)
+    with warnings.catch_warnings():  # group=True is marked experimental; it is what conditional genes need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=ctx.seed, multivariate=True, group=True, constant_liar=True)
 
 
 def _gp(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
@@ -66,8 +70,15 @@ def _ehvi(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     return CostAwareSampler(ctx.space, seed=ctx.seed, costs=ctx.costs)
 
 
+def _ehvi_gp(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
+    from .cost_aware import CostAwareSampler
+
+    return CostAwareSampler(ctx.space, seed=ctx.seed, costs=ctx.costs, model="gp")
+
+
 SAMPLERS: dict[str, Callable[[SamplerContext], Any]] = {
     "ehvi": _ehvi,
+    "ehvi-gp": _ehvi_gp,
     "nsga2": _nsga2,
     "nsga3": _nsga3,
     "tpe": _tpe,
@@ -77,7 +88,7 @@ SAMPLERS: dict[str, Callable[[SamplerContext], Any]] = {
 """Sampler name -> factory(SamplerContext)."""
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
-DEFAULT_SAMPLER = "nsga2"
+DEFAULT_SAMPLER = "ehvi"
 
 
 def make_sampler(name: str, ctx: SamplerContext) -> optuna.samplers.BaseSampler:

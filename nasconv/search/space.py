@@ -97,7 +97,7 @@ def _closest(key: str, known: list[str]) -> str | None:
     """The known key a typo most likely meant: one that starts the other (``hetconv`` -> ``het``),
     else the closest spelling."""
     lowered = key.lower()
-    prefixed = [k for k in known if lowered.startswith(k) or k.startswith(lowered)]
+    prefixed = [k for k in known if len(lowered) >= 3 and (lowered.startswith(k) or k.startswith(lowered))]
     if prefixed:
         return max(prefixed, key=len)
     close = difflib.get_close_matches(key, known, n=1)

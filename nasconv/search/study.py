@@ -186,6 +186,65 @@ class OpenedStudy:
     """Accepted changes since the study began (shown to the user on resume)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Inspection:
+    url: str
+    study: optuna.Study | None
+    """The existing study to resume (None: one will be created)."""
+    storage: optuna.storages.BaseStorage | None
+    notes: tuple[str, ...] = ()
+
+
+def _inspect(space: Space, out: Path, *, storage: str | None, resume: bool) -> _Inspection:
+    """Every check of :func:`open_or_create_study`, writing nothing."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    existing = storage_url(out)
+    url = storage or existing or f"sqlite:///{(out / STUDY_FILE).resolve()}"
+    where = str(out / STUDY_FILE) if url.startswith("sqlite:///") else url
+    if storage and existing and existing != storage:
+        raise NasconvError(f"{out}: already holds a study stored at {existing}, not {storage}")
+    if existing and existing.startswith("sqlite:///"):
+        check_sqlite_study(Path(existing.removeprefix("sqlite:///")))
+    rdb = _rdb_storage(url, where, create=True) if (existing or storage) else None
+    if rdb is None:
+        if resume:
+            raise NasconvError(f"{out}: no study '{space.name}' to resume (run without --resume to start one)")
+        return _Inspection(url=url, study=None, storage=None)
+    present = space.name in optuna.get_all_study_names(rdb)
+    if present and not resume:
+        n = len(optuna.load_study(study_name=space.name, storage=rdb).trials)
+        raise NasconvError(
+            f"{out}: already holds study '{space.name}' with {n} trials; "
+            f"use --resume to continue it, or --out DIR for a new search"
+        )
+    if resume and not present:
+        raise NasconvError(f"{out}: no study '{space.name}' to resume (run without --resume to start one)")
+    if not present:
+        return _Inspection(url=url, study=None, storage=rdb)
+    study = optuna.load_study(study_name=space.name, storage=rdb)
+    recorded = study.user_attrs.get("space")
+    if not isinstance(recorded, dict):
+        raise NasconvError(f"{where}: the study records no space, so nasconv cannot check a resume against it")
+    refusal, notes = resume_differences(recorded, space)
+    if refusal:
+        raise NasconvError(
+            f"{out}: cannot resume: {refusal}, which changes the meaning of recorded trials; "
+            f"use the original space, or --out DIR for a new search"
+        )
+    return _Inspection(url=url, study=study, storage=rdb, notes=tuple(notes))
+
+
+def check_study(space: Space, out: Path, *, storage: str | None, resume: bool) -> int:
+    """Check that a search may start (or resume) in ``out`` without writing anything; returns how
+    many trials of its budget are already done (0 for a new study)."""
+    found = _inspect(space, out, storage=storage, resume=resume)
+    if found.study is None:
+        return 0
+    return sum(counts_toward_budget(t) for t in found.study.get_trials(deepcopy=False))
+
+
 def open_or_create_study(
     space: Space,
     out: Path,
@@ -200,40 +259,13 @@ def open_or_create_study(
     sampler must not replay the random stream of the first run)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    existing = storage_url(out)
-    url = storage or existing or f"sqlite:///{(out / STUDY_FILE).resolve()}"
-    where = str(out / STUDY_FILE) if url.startswith("sqlite:///") else url
-    if storage and existing and existing != storage:
-        raise NasconvError(f"{out}: already holds a study stored at {existing}, not {storage}")
-    if existing and existing.startswith("sqlite:///"):
-        check_sqlite_study(Path(existing.removeprefix("sqlite:///")))
-    rdb = _rdb_storage(url, where, create=True) if (existing or storage) else None
-    present = rdb is not None and space.name in optuna.get_all_study_names(rdb)
-    if present and not resume:
-        assert rdb is not None
-        n = len(optuna.load_study(study_name=space.name, storage=rdb).trials)
-        raise NasconvError(
-            f"{out}: already holds study '{space.name}' with {n} trials; "
-            f"use --resume to continue it, or --out DIR for a new search"
-        )
-    if resume and not present:
-        raise NasconvError(f"{out}: no study '{space.name}' to resume (run without --resume to start one)")
-    if present:
-        assert rdb is not None
-        study = optuna.load_study(study_name=space.name, storage=rdb)
-        recorded = study.user_attrs.get("space")
-        if not isinstance(recorded, dict):
-            raise NasconvError(f"{where}: the study records no space, so nasconv cannot check a resume against it")
-        refusal, notes = resume_differences(recorded, space)
-        if refusal:
-            raise NasconvError(
-                f"{out}: cannot resume: {refusal}, which changes the meaning of recorded trials; "
-                f"use the original space, or --out DIR for a new search"
-            )
-        fail_stale_trials(study, rdb)
-        study.sampler = sampler(len(study.trials))
-        return OpenedStudy(study=study, resumed=True, notes=tuple(notes))
+    found = _inspect(space, out, storage=storage, resume=resume)
+    if found.study is not None:
+        assert found.storage is not None
+        fail_stale_trials(found.study, found.storage)
+        found.study.sampler = sampler(len(found.study.trials))
+        return OpenedStudy(study=found.study, resumed=True, notes=found.notes)
+    url = found.url
     out.mkdir(parents=True, exist_ok=True)
     if not storage:  # write-ahead log: cheaper commits, and readers (dashboard, report) never block us
         engine = optuna.storages.RDBStorage(url).engine

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NasconvError, brief
+from ..model.arch import Arch
 
 METRICS = ("accuracy", "macs", "params", "flops", "latency_ms", "train_seconds")
 MAX_TABLE_BYTES = 1 << 30
 
 
 def canonical(arch_json: str) -> str:
-    """The architecture JSON in nasconv's canonical form (sorted keys, no spaces)."""
-    return json.dumps(json.loads(arch_json), sort_keys=True, separators=(",", ":"))
+    """The architecture JSON in nasconv's canonical form (every kind option present, sorted keys, no
+    spaces), so a table written by another version or by hand still matches."""
+    return Arch.from_json(arch_json, where="table", check=False).to_json()
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ class LookupTable:
                     try:
                         key = canonical(row["arch"] or "")
                         values = {m: float(row[m]) for m in metrics if row.get(m) not in (None, "")}
-                    except (ValueError, TypeError) as exc:
-                        raise NasconvError(f"{path}: line {line}: {type(exc).__name__}: {exc}") from None
+                    except (ValueError, TypeError) as exc:  # NasconvError is a ValueError
+                        raise NasconvError(f"{path}: line {line}: {exc}") from None
                     if "accuracy" not in values or not all(math.isfinite(v) for v in values.values()):
                         raise NasconvError(f"{path}: line {line}: accuracy missing or a metric not finite")
                     rows[key] = values

@@ -1,0 +1,120 @@
+"""A conv kind is one file: a third-party package that declares the entry-point group ``nasconv.ops``
+is discovered like the built-in kinds, listed by ``nasconv ops``, usable in a space, costed, trained
+and exported to a standalone model.py, with no nasconv file edited."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+from .conftest import tiny_space_dict
+
+KIND = '''
+"""Twin convolution: two k x k kernels on the two halves of the input channels, summed (a toy kind)."""
+
+from typing import Any
+
+import torch
+
+from nasconv.ops import ConvOp, kaiming_, register
+
+
+@register("twin")
+class TwinConv(ConvOp):
+    order = 500
+    short_names = {"gain": "g"}
+    examples = ({"gain": 1.0}, {"gain": 0.5})
+
+    @classmethod
+    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        return out_channels * in_channels * kernel_size**2
+
+    def __init__(
+        self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, bias=False, *, gain: float = 1.0
+    ):
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias)
+        self.gain = float(gain)
+        half, k = in_channels // 2, self.kernel_size
+        self.first = torch.nn.Parameter(kaiming_(torch.empty(out_channels, half, k, k), half * k * k))
+        rest = in_channels - half
+        self.second = torch.nn.Parameter(kaiming_(torch.empty(out_channels, rest, k, k), in_channels * k * k))
+
+    def macs_per_position(self) -> int:
+        return self.out_channels * self.in_channels * self.kernel_size**2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = self.in_channels // 2
+        return self.conv(x[:, :half], self.first) + self.gain * self.conv(x[:, half:], self.second, bias=self.bias)
+'''
+
+
+def _install(site: Path) -> dict[str, str]:
+    (site / "nasconv_twin").mkdir(parents=True)
+    (site / "nasconv_twin" / "__init__.py").write_text(KIND)
+    info = site / "nasconv_twin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nasconv-twin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[nasconv.ops]\ntwin = nasconv_twin\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+
+
+def test_an_installed_package_adds_a_kind_everywhere(tmp_path: Path) -> None:
+    env = _install(tmp_path / "site")
+    listed = subprocess.run(
+        [sys.executable, "-m", "nasconv.cli", "ops", "--in", "8", "--out", "8", "--size", "4", "--kind", "twin"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "twin" in listed.stdout and "gain=0.5" in listed.stdout and "9,216" in listed.stdout  # 576 x 16 px
+
+    space = tiny_space_dict(training={"epochs": 1})
+    space["stages"][0]["conv"] = {"twin": {"gain": [0.5, 1.0]}, "dsc": {}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    script = textwrap.dedent(f"""
+        import json, torch
+        from nasconv.model.arch import build_model
+        from nasconv.model.cost import static_costs
+        from nasconv.results.export import export
+        from nasconv.search.data import space_data
+        from nasconv.search.space import load_space
+        from nasconv.search.training import train
+        space = load_space({str(tmp_path / "space.yaml")!r})
+        genes = next(g for g in space.enumerate() if g["s0.kind"] == "twin")
+        arch = space.decode(genes)
+        costs = static_costs(arch)
+        result, model = train(arch, space_data(space.spec), space.spec.training)
+        report = export(arch, model, {str(tmp_path / "export")!r}, ["arch", "pt", "py", "ts", "onnx"])
+        print(json.dumps({{"short": arch.short(), "macs": costs["macs"], "accuracy": result.accuracy,
+                          "formats": sorted(report)}}))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    import json
+
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["short"].startswith("twin(g0.5)") and out["macs"] > 0 and 0 <= out["accuracy"] <= 1
+    assert out["formats"] == ["arch", "onnx", "pt", "py", "ts"]
+    # the standalone model.py carries the plugin's class: it runs with torch alone
+    model_py = (tmp_path / "export" / "model.py").read_text()
+    assert "class TwinConv" in model_py and "import nasconv" not in model_py and "from nasconv" not in model_py
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path / 'export')!r}); sys.modules['nasconv'] = None; "
+        "import model, torch; print(model.build_model()(torch.zeros(1, 1, 8, 8)).shape)"
+    )
+    check = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr[-2000:]
+
+
+def test_a_broken_plugin_is_reported_once_and_skipped(tmp_path: Path) -> None:
+    env = _install(tmp_path / "site")
+    (tmp_path / "site" / "nasconv_twin" / "__init__.py").write_text("raise ImportError('half-installed')\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "nasconv.cli", "ops"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0 and "standard" in run.stdout
+    assert run.stderr.count("not loaded (half-installed)") == 1

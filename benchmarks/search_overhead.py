@@ -13,7 +13,6 @@ Optuna loop, at 1 and at 2 torch threads. Prints
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -24,24 +23,28 @@ import torch
 from nasconv.experiment import resolve_options, run_search
 from nasconv.model.cost import static_costs
 from nasconv.search.evaluation import evaluate_trial
+from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
 from nasconv.search.space import load_space
+from nasconv.search.study import trial_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def loop(space, archs, threads: int) -> tuple[float, float]:
     """The same architectures, one after another in this process; (wall, sum of train seconds)."""
-    context = {"space": json.dumps(space.spec.model_dump(mode="json")), "threads": threads}
+    context = EvaluationContext(space=space.spec.model_dump_json(), threads=threads)
     torch.set_num_threads(threads)
     study = optuna.create_study(directions=space.directions)
     train_seconds = 0.0
     start = time.perf_counter()
     for arch in archs:
         trial = study.ask()
-        last: dict = {}
-        evaluate_trial({"arch": arch.to_json(), "costs": static_costs(arch)}, context, last.update)
-        train_seconds += last.get("train_seconds", 0.0)
-        study.tell(trial, [last.get(o, 0.0) for o in space.objectives])
+        reports: list[TrialReport] = []
+        request = TrialRequest(number=trial.number, arch=arch.to_json(), costs=static_costs(arch))
+        evaluate_trial(request, context, reports.append)
+        last = reports[-1]
+        train_seconds += last.train_seconds
+        study.tell(trial, [last.value(o) or 0.0 for o in space.objectives])
     return time.perf_counter() - start, train_seconds
 
 
@@ -59,7 +62,7 @@ def main() -> None:
         df = run_search(space, opts, progress=False)
         wall = time.perf_counter() - start
         study = optuna.load_study(study_name=space.name, storage=f"sqlite:///{opts.out / 'study.db'}")
-    trials = [t for t in study.trials if t.state.name == "COMPLETE"]
+    trials = [t for t in study.trials if trial_state(t) == "COMPLETE"]  # trained ones, not repeats
     train_total = float(df["train_seconds"].fillna(0).sum())
     first = min(t.datetime_start for t in trials)
     last = max(t.datetime_complete for t in trials)

@@ -46,7 +46,9 @@ def _positive_float(value: str) -> float:
 def _device(value: str) -> str:
     import re
 
-    if not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+", value):
+    from .search.space import DEVICE_PATTERN  # imported only when the flag is given
+
+    if not re.fullmatch(DEVICE_PATTERN, value):
         raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
     return value
 
@@ -366,9 +368,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_profile_device(args: argparse.Namespace) -> int:
     from .model.latency import BACKENDS, profile_device
     from .search.space import load_space
+    from .search.training import resolve_device
 
     if args.backend not in BACKENDS:
         raise NasconvError(f"--backend: unknown {args.backend!r}; known: {', '.join(BACKENDS)}")
+    device = resolve_device(args.device)
+    if device.type == "cuda" and args.backend != "torch":
+        raise NasconvError("--device cuda measures with the torch backend only (--backend torch)")
 
     space = load_space(args.space)
     table = profile_device(
@@ -382,11 +388,12 @@ def _cmd_profile_device(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         calibrate=args.calibrate,
         progress=not args.quiet,
+        device=str(device),
     )
     cal = table.calibration or {}
     print(
         f"{args.out}: {len(table.entries)} blocks ({table.settings['backend']}, {args.threads} thread(s), "
-        f"batch {args.batch}) on {table.machine['processor']}"
+        f"batch {args.batch}) on {device} of {table.machine['processor']}"
     )
     if cal:
         print(
@@ -488,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--repeats", type=_positive, default=30, help="timed runs per measurement")
     pd_.add_argument("--rounds", type=_positive, default=5, help="passes over all blocks; each keeps its fastest")
     pd_.add_argument("--calibrate", type=int, default=20, help="random models measured end to end to calibrate")
+    pd_.add_argument(
+        "--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N or auto; CUDA timing synchronises"
+    )
     pd_.add_argument("--quiet", action="store_true")
     pd_.set_defaults(func=_cmd_profile_device)
 

@@ -159,6 +159,11 @@ def test_export_with_epochs_retrains_and_reports_test_accuracy(
     metrics = exported_metrics(results)[number]
     assert metrics["weights"] == "retrained 2 epochs" and metrics["epochs"] == 2
     assert 0 <= metrics["val_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
+    from nasconv.results.report import build_report
+
+    build_report(results)  # the report shows what was exported, test accuracy beside validation
+    page = (results / "report.html").read_text()
+    assert "Exported trials (metrics.json)" in page and "retrained 2 epochs" in page
 
 
 def test_export_refuses_weights_of_another_architecture(

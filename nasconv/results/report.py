@@ -52,6 +52,7 @@ from .evidence import (
     verdict_table_html,
     verdicts,
 )
+from .export import exported_metrics
 from .folder import full_budget, knee, pareto, sort_objective, trials_frame, write_results
 from .plots import (
     FRONT_COLOR,
@@ -641,6 +642,24 @@ def build_report(folder: str | Path) -> Report:
     parts.append(
         "<h2>Trials not on the front: stopped early, infeasible, repeats, failed</h2>" + _others_table(df, front)
     )
+    exported = exported_metrics(folder)
+    if exported:
+        header = ["trial", "weights", "epochs", "validation", "test", "dataset"]
+        rows = [
+            [
+                str(number),
+                str(m.get("weights", "")),
+                str(m.get("epochs", "")),
+                display.percent(m.get("val_accuracy")) if m.get("val_accuracy") is not None else "-",
+                display.percent(m.get("test_accuracy")) if m.get("test_accuracy") is not None else "no test split",
+                str(m.get("dataset", "")),
+            ]
+            for number, m in sorted(exported.items())
+        ]
+        parts.append(
+            "<h2>Exported trials (metrics.json)</h2><p class='note'>Test accuracy is measured on the dataset's own "
+            "test split, which the search never saw.</p>" + _table(header, rows)
+        )
     parts.append(
         "<p class='note'>Files: trials.csv (every trial), pareto.csv (the front), PNG copies of every plot, "
         "and the study itself (study.db).</p>"

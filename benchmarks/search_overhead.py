@@ -24,8 +24,8 @@ from nasconv.experiment import resolve_options, run_search
 from nasconv.model.cost import static_costs
 from nasconv.search.evaluation import evaluate_trial
 from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
+from nasconv.search.record import trial_state
 from nasconv.search.space import load_space
-from nasconv.search.study import trial_state
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .model.cost import measure_latency, profile, static_costs
     from .ops import CONV_KINDS, ConvOp, build_conv, register
     from .results.export import export
-    from .results.folder import knee, load_results, pareto
+    from .results.folder import load_results
+    from .results.front import knee, pareto
     from .search.data import load_data
     from .search.space import Space, load_space
     from .search.training import train
@@ -49,8 +50,8 @@ _LAZY = {
     "resolve_options": "nasconv.experiment",
     "run_search": "nasconv.experiment",
     "load_results": "nasconv.results.folder",
-    "pareto": "nasconv.results.folder",
-    "knee": "nasconv.results.folder",
+    "pareto": "nasconv.results.front",
+    "knee": "nasconv.results.front",
     "export": "nasconv.results.export",
     "NasconvError": "nasconv.errors",
 }

@@ -21,14 +21,16 @@ from .errors import NasconvError
 from .model.arch import Arch
 from .model.cost import static_costs
 from .model.latency import space_latency_table
-from .results.folder import pareto, write_results
+from .results.folder import write_results
+from .results.front import pareto
 from .results.weights import prune_weights, save_weights
 from .search.data import check_available, prepare_data
 from .search.evaluation import ray_trial
 from .search.protocol import EvaluationContext
+from .search.record import counts_toward_budget
 from .search.samplers import SamplerContext, make_sampler
 from .search.space import Space
-from .search.study import check_study, counts_toward_budget, open_or_create_study
+from .search.study import check_study, open_or_create_study
 from .search.tabular import load_table
 from .search.training import check_search_devices
 

@@ -20,7 +20,8 @@ from nasconv.model.cost import profile
 from nasconv.results import display
 from nasconv.results.architecture import architecture_svg, block_rows, breakdown, describe
 from nasconv.results.evidence import evidence_figure, verdicts
-from nasconv.results.folder import knee, load_results, pareto
+from nasconv.results.folder import load_results
+from nasconv.results.front import knee, pareto
 from nasconv.results.plots import Search, front_figure, hover_text, plotted, staircase
 from nasconv.results.report import (
     build_report,

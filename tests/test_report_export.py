@@ -18,7 +18,8 @@ import torch
 from nasconv.model.arch import Arch, build_model, load_arch
 from nasconv.ops import CONV_KINDS, op_class
 from nasconv.results.export import Rule, pick_trial, standalone_source
-from nasconv.results.folder import knee, load_results, pareto, write_results
+from nasconv.results.folder import load_results, write_results
+from nasconv.results.front import knee, pareto
 from nasconv.results.report import hypervolume
 from nasconv.search.multi_objective import hypervolume as exact_hypervolume
 from nasconv.search.space import parse_space

@@ -19,11 +19,12 @@ import pytest
 
 from nasconv.model.arch import Arch, build_model
 from nasconv.model.cost import static_costs
-from nasconv.results.folder import load_results, pareto
+from nasconv.results.folder import load_results
+from nasconv.results.front import pareto
 from nasconv.search.evaluation import evaluate_trial
 from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
+from nasconv.search.record import INTERRUPTED, trial_state
 from nasconv.search.space import parse_space
-from nasconv.search.study import INTERRUPTED, trial_state
 
 from .conftest import tiny_space_dict
 

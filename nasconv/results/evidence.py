@@ -21,7 +21,7 @@ import pandas as pd
 from ..ops import registered_kinds
 from ..search.multi_objective import minimised, non_dominated
 from . import display
-from .folder import full_budget, knee, pareto
+from .front import full_budget, knee, pareto
 from .plots import axis_settings, format_axis, hover_text, log_scale, objective_pairs, png_figure, staircase
 
 

@@ -28,7 +28,7 @@ from ..model import arch as arch_module
 from ..model.arch import Arch, build_model, input_shape, load_arch
 from ..ops import base as ops_base
 from ..ops import op_class
-from .folder import knee
+from .front import knee
 
 FORMATS = ("arch", "pt", "onnx", "ts", "py")
 TOLERANCE = 1e-4

@@ -1,25 +1,22 @@
-"""The results folder: the trials as a DataFrame, the Pareto front, the knee, and the CSV files.
+"""The results folder: the trials as a DataFrame, and the files a search keeps current (trials.csv,
+pareto.csv, pareto.png, pareto.html).
 
-Everything here reads the Optuna study (the record) and never writes to it. The front and the
-knee are computed over full-budget trials only (state COMPLETE); early-stopped trials were
-measured after fewer epochs and are listed apart, never ranked against full-budget ones.
+Everything here reads the Optuna study (the record) and never writes to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..errors import NasconvError
 from ..files import atomic_write
-from ..search.multi_objective import OBJECTIVES, knee_index, minimised, non_dominated
-from ..search.study import COMPLETE, open_study, trial_state
+from ..search.record import trial_state
+from ..search.study import open_study
+from .front import full_budget, pareto
 
 COST_COLUMNS = ["params", "macs", "flops", "latency_ms", "train_seconds", "epochs"]
-FRONT_STATES = (COMPLETE,)
 
 
 def trials_frame(study: Any) -> pd.DataFrame:
@@ -60,40 +57,6 @@ def trials_frame(study: Any) -> pd.DataFrame:
 def load_results(folder: str | Path) -> pd.DataFrame:
     """Every trial of the search stored in ``folder``, one row each (``df.attrs['objectives']``)."""
     return trials_frame(open_study(folder))
-
-
-def sort_objective(objectives: Sequence[str]) -> str:
-    """Fronts are listed along the first cost objective (or the only objective)."""
-    return next((o for o in objectives if OBJECTIVES[o] == "minimize"), objectives[0])
-
-
-def full_budget(df: pd.DataFrame, objectives: Sequence[str] | None = None) -> pd.DataFrame:
-    """The trials a front is made of: trained for the full budget, feasible, every objective known."""
-    objectives = list(objectives or df.attrs.get("objectives") or [])
-    return df[df["state"].isin(FRONT_STATES)].dropna(subset=objectives)
-
-
-def pareto(df: pd.DataFrame, objectives: Sequence[str] | None = None) -> pd.DataFrame:
-    """The non-dominated full-budget trials, sorted along the first cost objective. Two different
-    architectures with identical values are both kept."""
-    objectives = list(objectives or df.attrs.get("objectives") or [])
-    done = full_budget(df, objectives)
-    if done.empty:
-        return done
-    front = done[non_dominated(minimised(done, objectives))].copy()
-    sort_by = sort_objective(objectives)
-    front = front.sort_values([sort_by, "number"], ascending=[OBJECTIVES[sort_by] == "minimize", True])
-    front.attrs["objectives"] = objectives
-    return front
-
-
-def knee(df: pd.DataFrame, objectives: Sequence[str] | None = None) -> pd.Series:
-    """The front's knee: the point nearest the ideal point after scaling each objective to [0, 1]."""
-    objectives = list(objectives or df.attrs.get("objectives") or [])
-    front = pareto(df, objectives)
-    if front.empty:
-        raise NasconvError("no trial trained for the full budget yet: the Pareto front is empty")
-    return front.iloc[knee_index(minimised(front, objectives))]
 
 
 def write_results(study: Any, folder: str | Path, *, plots: bool = True) -> pd.DataFrame:

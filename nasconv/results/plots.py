@@ -20,10 +20,10 @@ from typing import Any
 import pandas as pd
 
 from ..files import atomic_write
-from ..search.study import COMPLETE, INFEASIBLE, STOPPED
+from ..search.record import COMPLETE, INFEASIBLE, STOPPED
 from . import display
 from .architecture import describe
-from .folder import knee, pareto
+from .front import knee, pareto
 
 PLOTLY_JS = "plotly.min.js"
 """The one copy of plotly.js a results folder holds, referenced by every page in it."""

@@ -30,17 +30,8 @@ from ..files import atomic_write
 from ..model.arch import Arch
 from ..search.multi_objective import OBJECTIVES, minimised
 from ..search.multi_objective import hypervolume as exact_hypervolume
-from ..search.study import (
-    COMPLETE,
-    FAIL,
-    INFEASIBLE,
-    REPEAT,
-    RUNNING,
-    STOPPED,
-    counts_toward_budget,
-    open_study,
-    trial_state,
-)
+from ..search.record import COMPLETE, FAIL, INFEASIBLE, REPEAT, RUNNING, STOPPED, counts_toward_budget, trial_state
+from ..search.study import open_study
 from . import display
 from .architecture import TABLE_COLUMNS, Breakdown, architecture_svg, block_rows, breakdown, describe
 from .evidence import (
@@ -53,7 +44,8 @@ from .evidence import (
     verdicts,
 )
 from .export import exported_metrics
-from .folder import full_budget, knee, pareto, sort_objective, trials_frame, write_results
+from .folder import trials_frame, write_results
+from .front import full_budget, knee, pareto, sort_objective
 from .plots import (
     FRONT_COLOR,
     PLOT_CONFIG,

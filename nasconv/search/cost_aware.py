@@ -25,7 +25,7 @@ handed out gene by gene, so the study stays an ordinary Optuna study (optuna-das
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -33,10 +33,11 @@ from optuna.distributions import BaseDistribution
 
 from ..model.arch import Arch
 from ..model.cost import static_costs
-from .evaluation import CONSTRAINT_KEYS
-from .multi_objective import direction, hypervolume, non_dominated
-from .space import Space
-from .study import COMPLETE, INTERRUPTED, trial_state
+from .multi_objective import CONSTRAINTS, direction, hypervolume, non_dominated
+from .record import COMPLETE, INTERRUPTED, trial_state
+
+if TYPE_CHECKING:
+    from .space import Space
 
 REFERENCE = 1.1
 QUADRATURE = 16
@@ -171,7 +172,7 @@ class CostAwareSampler(optuna.samplers.BaseSampler):
 
     def _feasible(self, c: _Candidate) -> bool:
         limits = self.space.spec.constraints
-        for key, metric in CONSTRAINT_KEYS.items():
+        for key, metric in CONSTRAINTS.items():
             limit = getattr(limits, key)
             if limit is not None and metric in c.costs and c.costs[metric] > limit:
                 return False

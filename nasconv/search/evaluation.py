@@ -15,10 +15,9 @@ from typing import Any
 
 from ..model.arch import Arch, build_model, input_shape
 from ..model.cost import measure_latency
+from .multi_objective import CONSTRAINTS
 from .protocol import EvaluationContext, TrialReport, TrialRequest
 from .space import Space, parse_space
-
-CONSTRAINT_KEYS = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
 
 
 def needs_latency(space: Space) -> bool:
@@ -28,7 +27,7 @@ def needs_latency(space: Space) -> bool:
 def violations(space: Space, costs: dict[str, float]) -> dict[str, float]:
     """Constraint values in Optuna's convention (<= 0 feasible): value / limit - 1."""
     out = {}
-    for key, metric in CONSTRAINT_KEYS.items():
+    for key, metric in CONSTRAINTS.items():
         limit = getattr(space.spec.constraints, key)
         if limit is not None and costs.get(metric) is not None:
             out[key] = costs[metric] / limit - 1.0

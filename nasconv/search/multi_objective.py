@@ -25,6 +25,9 @@ OBJECTIVES: dict[str, Literal["minimize", "maximize"]] = {
 
 COST_OBJECTIVES = ("macs", "flops", "params", "latency_ms")
 
+CONSTRAINTS: dict[str, str] = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
+"""Every limit a space may set, and the cost it bounds."""
+
 
 def direction(name: str) -> Literal["minimize", "maximize"]:
     try:

@@ -33,8 +33,8 @@ from ..model.arch import Arch
 from ..model.cost import static_costs
 from .evaluation import measured_latency, needs_latency, violations
 from .protocol import TrialReport, TrialRequest
+from .record import INTERRUPTED, counts_toward_budget
 from .space import Space
-from .study import INTERRUPTED, counts_toward_budget
 
 # a sampler that proposes this many known or infeasible architectures in a row is stuck
 STUCK_AFTER = 2000

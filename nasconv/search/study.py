@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NasconvError, brief
+from .record import INTERRUPTED, counts_toward_budget
 from .space import Space, SpaceSpec
 
 if TYPE_CHECKING:
@@ -25,33 +26,6 @@ STUDY_FILE = "study.db"
 STORAGE_FILE = "storage.url"
 NAME_FILE = "study.name"
 SPACE_FILE = "space.yaml"
-INTERRUPTED = "interrupted: the search stopped before this trial finished"
-
-# the states a trial is listed with (Optuna's own, refined by nasconv's user attributes)
-COMPLETE, STOPPED, INFEASIBLE, REPEAT, FAIL, RUNNING = "COMPLETE", "STOPPED", "INFEASIBLE", "REPEAT", "FAIL", "RUNNING"
-
-
-def trial_state(trial: Any) -> str:
-    """How nasconv lists a trial: COMPLETE (trained the full budget), STOPPED (early-stopped),
-    INFEASIBLE (over a limit, never trained), REPEAT (an architecture already evaluated, answered
-    from the record), FAIL, RUNNING, or another Optuna state."""
-    state = trial.state.name
-    attrs = trial.user_attrs
-    if attrs.get("repeat_of") is not None and state in (COMPLETE, FAIL):
-        return REPEAT
-    if state == COMPLETE and attrs.get("infeasible"):
-        return INFEASIBLE
-    if state == COMPLETE and attrs.get("early_stopped"):
-        return STOPPED
-    return state
-
-
-def counts_toward_budget(trial: Any) -> bool:
-    """Trials a budget counts: distinct architectures that took a worker (trained, stopped or failed,
-    not interrupted), never infeasible ones or repeats."""
-    state = trial_state(trial)
-    return state in (COMPLETE, STOPPED) or (state == FAIL and trial.user_attrs.get("reason") != INTERRUPTED)
-
 
 # space sections whose change leaves every recorded value's meaning intact
 _NEUTRAL_SECTIONS = ("name", "search")

@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", help="multi-objective architecture search (Ray Tune + Optuna)")
     se.add_argument("space", help="search space YAML (e.g. search_spaces/digits.yaml)")
-    se.add_argument("--trials", type=_positive, help="finished trials wanted (overrides search.trials)")
+    se.add_argument("--trials", type=_positive, help="distinct architectures to train (overrides search.trials)")
     se.add_argument("--workers", type=_positive, help="concurrent trials (default: one per CPU)")
     se.add_argument("--out", help="results folder (default results/<space name>)")
     se.add_argument("--seed", type=int)

@@ -195,6 +195,14 @@ def test_importance_pins_the_options_of_unused_kinds() -> None:
     )
     live = live_genes(trial)
     assert live.params == {"s0.kind": "dsc", "s0.het.p": 2, "s0.dsc.kernel": 5, "s0.channels": 16}
+    # a trial of the conditional encoding lacks the options of kinds it did not draw: they are added, pinned
+    drawn = optuna.trial.create_trial(
+        params={"s0.kind": "dsc", "s0.dsc.kernel": 5},
+        distributions={"s0.kind": dist(["het", "dsc"]), "s0.dsc.kernel": dist([3, 5])},
+        values=[0.5, 10.0],
+    )
+    genes = [("s0.kind", ["het", "dsc"]), ("s0.het.p", [2, 4]), ("s0.dsc.kernel", [3, 5])]
+    assert live_genes(drawn, genes).params == {"s0.kind": "dsc", "s0.het.p": 2, "s0.dsc.kernel": 5}
     imp = pd.DataFrame(
         {
             "objective": ["accuracy"] * 5,

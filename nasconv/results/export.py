@@ -28,6 +28,7 @@ from ..model import arch as arch_module
 from ..model.arch import Arch, build_model, input_shape, load_arch
 from ..ops import base as ops_base
 from ..ops import op_class
+from .folder import trial_row
 from .front import knee
 
 FORMATS = ("arch", "pt", "onnx", "ts", "py")
@@ -69,13 +70,7 @@ def pick_trial(
     """One trial by number, the knee, or the most accurate trained trial that meets ``rule``."""
     objectives = df.attrs.get("objectives") or []
     if trial is not None:
-        rows = df[df["number"] == trial]
-        if rows.empty:
-            raise NasconvError(f"no trial {trial} (trials are numbered 0..{len(df) - 1})")
-        row = rows.iloc[0]
-        if not isinstance(row["arch"], str):
-            raise NasconvError(f"trial {trial} has no architecture recorded (state {row['state']})")
-        return row
+        return trial_row(df, trial)
     if use_knee:
         return knee(df, objectives)
     rule = rule or Rule()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import NasconvError
 from ..files import atomic_write
 from ..search.record import trial_state
 from ..search.study import open_study
@@ -52,6 +53,18 @@ def trials_frame(study: Any) -> pd.DataFrame:
     df["repeat_of"] = df["repeat_of"].astype("Int64")
     df.attrs["objectives"] = objectives
     return df
+
+
+def trial_row(df: pd.DataFrame, number: int, where: str = "") -> pd.Series:
+    """Trial ``number``'s row, which must record an architecture; else a NasconvError naming it."""
+    prefix = f"{where}: " if where else ""
+    rows = df[df["number"] == number]
+    if rows.empty:
+        raise NasconvError(f"{prefix}no trial {number} (trials are numbered 0 to {len(df) - 1})")
+    row = rows.iloc[0]
+    if not isinstance(row["arch"], str):
+        raise NasconvError(f"{prefix}trial {number} records no architecture (state {row['state']})")
+    return row
 
 
 def load_results(folder: str | Path) -> pd.DataFrame:

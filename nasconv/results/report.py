@@ -44,7 +44,7 @@ from .evidence import (
     verdicts,
 )
 from .export import exported_metrics
-from .folder import trials_frame, write_results
+from .folder import trial_row, trials_frame, write_results
 from .front import full_budget, knee, pareto, sort_objective
 from .plots import (
     FRONT_COLOR,
@@ -142,23 +142,26 @@ def kind_usage(df: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
     return usage.sort_values(["stage", "group", "kind"])
 
 
-def live_genes(trial: Any) -> Any:
-    """``trial`` with the option genes of kinds its stages did not use pinned to their first choice.
-
-    Every option gene is drawn in every trial (fixed-length genomes), so fANOVA would otherwise
-    credit a stage's ``het.p`` with whatever the trials that never used HetConv there happened to
-    score. Pinned, a dead gene varies only where it acted.
-    """
+def live_genes(trial: Any, genes: Sequence[tuple[str, Sequence[Any]]] = ()) -> Any:
+    """``trial`` with every gene of the space present, the ones that did not act pinned to their first
+    choice: options of a kind a stage did not draw (absent from the trial, or drawn but unused in a
+    study recorded with the older fixed-length encoding). fANOVA needs the same genes in every
+    trial; pinned, a gene varies only where it acted."""
     import optuna
 
     params = dict(trial.params)
-    for name, distribution in trial.distributions.items():
+    distributions = dict(trial.distributions)
+    for name, choices in genes:
+        if name not in params and choices:
+            params[name] = choices[0]
+            distributions[name] = optuna.distributions.CategoricalDistribution(list(choices))
+    for name, distribution in distributions.items():
         stage, _, rest = name.partition(".")
         kind, _, option = rest.partition(".")
         used = params.get(f"{stage}.kind")
         if option and used is not None and kind != used and hasattr(distribution, "choices"):
             params[name] = distribution.choices[0]
-    return optuna.trial.create_trial(params=params, distributions=trial.distributions, values=trial.values)
+    return optuna.trial.create_trial(params=params, distributions=distributions, values=trial.values)
 
 
 def importances(study: Any, objectives: Sequence[str]) -> pd.DataFrame:
@@ -171,8 +174,12 @@ def importances(study: Any, objectives: Sequence[str]) -> pd.DataFrame:
     rows = []
     if len(feasible) < 3:
         return pd.DataFrame(columns=["objective", "gene", "importance"])
+    try:
+        genes = [(name, choices) for name, choices in json.loads(study.user_attrs.get("genes") or "[]")]
+    except (TypeError, ValueError):
+        genes = []
     sub = optuna.create_study(directions=study.directions)
-    sub.add_trials([live_genes(t) for t in feasible])
+    sub.add_trials([live_genes(t, genes) for t in feasible])
     for i, name in enumerate(objectives):
 
         def target(t: optuna.trial.FrozenTrial, i: int = i) -> float:
@@ -732,12 +739,7 @@ def print_trial(folder: str | Path, number: int) -> None:
 
     folder = Path(folder)
     df = trials_frame(open_study(folder))
-    match = df[df["number"] == number]
-    if match.empty:
-        raise NasconvError(f"{folder}: no trial {number} (trials are numbered 0 to {len(df) - 1})")
-    row = match.iloc[0]
-    if not isinstance(row["arch"], str):
-        raise NasconvError(f"{folder}: trial {number} records no architecture ({display.state_label(row['state'])})")
+    row = trial_row(df, number, str(folder))
     parts = _breakdown(row)
     front = pareto(df)
     is_knee = not front.empty and int(knee(df)["number"]) == number

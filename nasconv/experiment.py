@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,18 @@ def start_ray(address: str | None) -> None:
         raise NasconvError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
 
 
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def reserve(space: Space, opts: SearchOptions) -> dict[str, float]:
+    """Start (or join) Ray and check that it can run the trials; the resources of one trial."""
+    start_ray(opts.address)
+    return trial_resources(opts, cluster_resources(), space.spec.training.device)
+
+
 def trial_resources(opts: SearchOptions, cluster: dict[str, float], device: str) -> dict[str, float]:
     """Ray resources of one trial, checked against the cluster before any trial starts: a request the
     cluster cannot meet would leave trials pending forever."""
@@ -145,85 +158,55 @@ def _trial_name(trial: Any) -> str:
     return f"trial-{trial.config.get('number', trial.trial_id)}"
 
 
-def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> pd.DataFrame:
-    """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
-    from .search.progress import Progress, status_line
-
+def known_costs(space: Space, opts: SearchOptions) -> Callable[[Arch], dict[str, float]]:
+    """What every architecture costs before it is trained: params, MACs and FLOPs, latency from the
+    space's lookup table, and in tabular mode whatever costs the table gives."""
     latency_table = space_latency_table(space)
     lookup = load_table(opts.table) if opts.table else None
-    if lookup is None:
-        check_available(space.spec.dataset)
-        prepare_data(space.spec, progress=progress)  # decode once on this node, before the trials map it
 
     def costs(arch: Arch) -> dict[str, float]:
         known = static_costs(arch, latency_table)
         row = lookup.get(arch.to_json()) if lookup is not None else None
-        if row:  # tabular mode: the table's costs stand where it has them
+        if row:
             known.update({k: row[k] for k in ("params", "macs", "flops", "latency_ms") if k in row})
         return known
 
-    # everything that can refuse the search is checked before anything is written
-    done_before = check_study(space, opts.out, storage=opts.storage, resume=opts.resume)
-    resources: dict[str, float] = {}
-    if opts.trials > done_before:
-        start_ray(opts.address)
-        import ray
+    return costs
 
-        resources = trial_resources(opts, ray.cluster_resources(), space.spec.training.device)
-    opened = open_or_create_study(
-        space,
-        opts.out,
-        storage=opts.storage,
-        resume=opts.resume,
-        sampler=lambda n: make_sampler(
-            opts.sampler, SamplerContext(space=space, seed=opts.seed + n, population=opts.population, costs=costs)
-        ),
-    )
-    study = opened.study
-    if opened.notes and progress:
-        print("nasconv: note: resuming with " + "; ".join(opened.notes), file=sys.stderr)
-    budget = max(0, opts.trials - sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False)))
-    if budget == 0:
-        return write_results(study, opts.out)
 
-    import ray
-    from ray import tune
+class ResultsKeeper:
+    """Keeps the results folder current while the search runs. The driver shares the CPUs with the
+    trials: CSVs after every finished trial (cheap), plots at most once a minute, kept weights
+    pruned to the front, nothing when a trial merely starts."""
 
-    from .search.searcher import StudySearcher
+    def __init__(self, study: Any, opts: SearchOptions, counters: Any, progress: bool) -> None:
+        from .search.progress import Progress
 
-    workers = opts.workers or max_concurrent(resources, ray.cluster_resources())
-    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(workers)
+        self.study, self.opts, self.counters = study, opts, counters
+        self.status = Progress(counters, progress)
+        self.last_plots = time.monotonic()
+        self.finished = 0
 
-    last_plots = [time.monotonic()]
-    told = [0]
-
-    def on_change() -> None:
-        # the driver shares the CPUs with the trials: CSVs after every finished trial (cheap),
-        # plots at most once a minute, nothing when a trial merely starts
-        c = searcher.counters
+    def update(self) -> None:
+        c = self.counters
         finished = c.done + c.infeasible + c.repeats
-        if finished != told[0]:
-            told[0] = finished
-            plots = time.monotonic() - last_plots[0] > 60
-            df = write_results(study, opts.out, plots=plots)
+        if finished != self.finished:
+            self.finished = finished
+            plots = time.monotonic() - self.last_plots > 60
+            df = write_results(self.study, self.opts.out, plots=plots)
             if plots:
-                last_plots[0] = time.monotonic()
+                self.last_plots = time.monotonic()
             front = pareto(df)
             c.pareto = len(front)
-            if opts.keep_weights == "front":
-                prune_weights(opts.out, keep=front["number"])
-        status.update()
+            if self.opts.keep_weights == "front":
+                prune_weights(self.opts.out, keep=front["number"])
+        self.status.update()
 
-    searcher = StudySearcher(
-        study,
-        space,
-        budget=budget,
-        epochs=space.spec.training.epochs,
-        on_change=on_change,
-        costs=costs,
-        on_weights=lambda number, data: save_weights(opts.out, number, data),
-    )
-    status = Progress(searcher.counters, progress)
+
+def make_tuner(space: Space, opts: SearchOptions, searcher: Any, resources: dict[str, float], workers: int) -> Any:
+    """The Ray Tune run: our searcher, the mo-asha scheduler if asked for, each trial with its resources."""
+    from ray import tune
+
     context = EvaluationContext(
         space=space.spec.model_dump_json(),
         threads=opts.cpus_per_trial,
@@ -236,8 +219,9 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
 
         s = space.spec.search
         scheduler = MultiObjectiveASHA(space.objectives, space.spec.training.epochs, s.grace_epochs, s.reduction)
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(workers)
     trainable = tune.with_resources(tune.with_parameters(ray_trial, context=context.to_dict()), resources)
-    tuner = tune.Tuner(
+    return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
@@ -257,13 +241,55 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+
+
+def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
+    from .search.progress import status_line
+    from .search.searcher import Counters, StudySearcher
+
+    costs = known_costs(space, opts)
+    if opts.table is None:
+        check_available(space.spec.dataset)
+        prepare_data(space.spec, progress=progress)  # decode once on this node, before the trials map it
+    # everything that can refuse the search is checked before anything is written
+    done_before = check_study(space, opts.out, storage=opts.storage, resume=opts.resume)
+    resources = reserve(space, opts) if opts.trials > done_before else {}
+    opened = open_or_create_study(
+        space,
+        opts.out,
+        storage=opts.storage,
+        resume=opts.resume,
+        sampler=lambda n: make_sampler(
+            opts.sampler, SamplerContext(space=space, seed=opts.seed + n, population=opts.population, costs=costs)
+        ),
+    )
+    study = opened.study
+    if opened.notes and progress:
+        print("nasconv: note: resuming with " + "; ".join(opened.notes), file=sys.stderr)
+    budget = max(0, opts.trials - sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False)))
+    if budget == 0:
+        return write_results(study, opts.out)
+
+    keeper = ResultsKeeper(study, opts, Counters(target=budget), progress)
+    searcher = StudySearcher(
+        study,
+        space,
+        budget=budget,
+        epochs=space.spec.training.epochs,
+        on_change=keeper.update,
+        costs=costs,
+        on_weights=lambda number, data: save_weights(opts.out, number, data),
+        counters=keeper.counters,
+    )
+    workers = opts.workers or max_concurrent(resources, cluster_resources())
     try:
-        tuner.fit()
+        make_tuner(space, opts, searcher, resources, workers).fit()
     except KeyboardInterrupt:
         pass
     finally:
         searcher.mark_interrupted()
-        status.close()
+        keeper.status.close()
         df = write_results(study, opts.out)
     if searcher.error:
         raise NasconvError(f"{opts.out}: {searcher.error} (finished trials are kept)")

@@ -79,6 +79,7 @@ class StudySearcher(Searcher):
         costs: Callable[[Arch], dict[str, float]] = static_costs,
         on_weights: Callable[[int, bytes], object] | None = None,
         stuck_after: int = STUCK_AFTER,
+        counters: Counters | None = None,
     ) -> None:
         super().__init__(metric=None, mode=None)
         self.study = study
@@ -89,7 +90,7 @@ class StudySearcher(Searcher):
         self.on_change = on_change
         self.on_weights = on_weights
         self.stuck_after = stuck_after
-        self.counters = Counters(target=budget)
+        self.counters = counters if counters is not None else Counters(target=budget)
         self.scheduled = 0
         self.idle_proposals = 0
         self.finished_reason: str | None = None

@@ -227,3 +227,19 @@ def test_cost_aware_sampler_proposes_new_feasible_architectures_cheapest_first(t
     assert set(seen) <= feasible  # never one over the static limit
     assert archs[seen[0]]["macs"] == min(archs[k]["macs"] for k in feasible)  # the cheapest first
     assert all(set(t.params) <= {n for n, _ in space.genes()} for t in study.trials)  # a plain Optuna record
+
+
+def test_a_sampler_that_only_repeats_itself_ends_the_search(tmp_path: Path) -> None:
+    space = parse_space(tiny_space_dict(), source="tiny.yaml")
+    study = _open(space, tmp_path).study
+    searcher = StudySearcher(study, space, budget=5, epochs=1, on_change=lambda: None, stuck_after=20)
+    first = searcher.suggest("t0")
+    assert isinstance(first, dict)
+    searcher.on_trial_complete("t0", TrialReport(accuracy=0.5, epoch=1, macs=1.0).to_metrics())
+    fixed = dict(study.trials[0].params)  # from now on the sampler can only propose that one network
+    study.sampler = optuna.samplers.PartialFixedSampler(fixed, optuna.samplers.RandomSampler(seed=0))
+    assert searcher.suggest("t1") in (None, "FINISHED")
+    while searcher.suggest("t1") is None:
+        pass
+    assert searcher.finished_reason and "20 known or infeasible architectures in a row" in searcher.finished_reason
+    assert sum(trial_state(t) == "REPEAT" for t in study.trials) == 20

@@ -37,7 +37,7 @@ from .record import INTERRUPTED, counts_toward_budget
 from .space import Space
 
 # a sampler that proposes this many known or infeasible architectures in a row is stuck
-STUCK_AFTER = 2000
+STUCK_AFTER = 500
 
 
 @dataclass
@@ -98,6 +98,7 @@ class StudySearcher(Searcher):
         self.live: dict[str, optuna.Trial] = {}
         self.last: dict[str, TrialReport] = {}
         self.known: dict[str, _Known] = {}
+        self.space_count = space.count()
         for t in study.get_trials(deepcopy=False):
             arch = t.user_attrs.get("arch")
             if not isinstance(arch, str) or t.user_attrs.get("repeat_of") is not None or not t.state.is_finished():
@@ -118,6 +119,11 @@ class StudySearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if self.scheduled >= self.budget or self.finished_reason:
+            return Searcher.FINISHED
+        if len(self.known) >= self.space_count:
+            self.finished_reason = (
+                f"the space is exhausted: all {self.space_count:,} of its architectures have been evaluated"
+            )
             return Searcher.FINISHED
         for _ in range(100):  # then give Tune its turn; it calls again
             try:

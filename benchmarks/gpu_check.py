@@ -74,7 +74,7 @@ def main() -> None:
     with torch.no_grad():
         batched = cond(xg)
         singles = torch.cat([cond(xg[i : i + 1]) for i in range(16)])
-        summed = cond._forward_expert_sum(xg)
+        summed = cond.forward_expert_sum(xg)
     d1 = float((batched - singles).abs().max())
     d2 = float((batched - summed).abs().max())
     print(f"CondConv CUDA: batch vs one-by-one {d1:.2e}, grouped vs expert-sum {d2:.2e}")

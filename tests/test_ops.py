@@ -219,4 +219,4 @@ def test_condconv_expert_sum_form_equals_grouped_form() -> None:
     op = build_conv("cond", 6, 10, 3, 2, experts=3, bias=True)
     torch.nn.init.normal_(op.bias)
     x = torch.randn(4, 6, 9, 9)
-    torch.testing.assert_close(op._forward_expert_sum(x), op(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(op.forward_expert_sum(x), op(x), rtol=1e-5, atol=1e-5)

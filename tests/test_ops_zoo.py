@@ -160,7 +160,7 @@ def test_depthwise_condconv_mixes_depthwise_experts_per_sample(
         kernel = torch.einsum("e,enchw->nchw", alpha, op.weight)
         ref = F.conv2d(x[i : i + 1], kernel, alpha @ op.bias, stride, dilation, dilation, m)
         torch.testing.assert_close(y[i : i + 1], ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(op._forward_expert_sum(x), y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(op.forward_expert_sum(x), y, rtol=1e-5, atol=1e-5)
 
 
 def test_inception_splits_channels_and_ignores_the_stage_kernel() -> None:
@@ -196,7 +196,7 @@ def test_separable_kinds_compose_to_low_rank_kernels() -> None:
 def test_deform_exports_to_onnx_and_torchscript_at_learned_offsets(modulated: bool, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from nasconv.results.export import _export_onnx
+    from nasconv.results.export import export_onnx
 
     torch.manual_seed(0)
     op = build_conv("deform", 4, 6, 3, 2, 2, modulated=modulated).eval()
@@ -206,7 +206,7 @@ def test_deform_exports_to_onnx_and_torchscript_at_learned_offsets(modulated: bo
     x = torch.randn(2, 4, 9, 11)
     with torch.inference_mode():
         expected = op(x)
-    _export_onnx(op, x, tmp_path / "deform.onnx")
+    export_onnx(op, x, tmp_path / "deform.onnx")
     session = ort.InferenceSession(str(tmp_path / "deform.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": torch.randn(3, 4, 9, 11).numpy()})  # another batch size runs too
     assert got[0].shape == (3, 6, 5, 6)
@@ -221,7 +221,7 @@ def test_deform_exports_to_onnx_and_torchscript_at_learned_offsets(modulated: bo
 def test_hetconv_forms_export_to_onnx_and_torchscript(form: str, channels_last: bool, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from nasconv.results.export import _export_onnx
+    from nasconv.results.export import export_onnx
 
     torch.manual_seed(0)
     op = build_conv("het", 32, 32, 3, 1, p=2, bias=True).eval()  # 16 channels per group: every form applies
@@ -233,7 +233,7 @@ def test_hetconv_forms_export_to_onnx_and_torchscript(form: str, channels_last: 
     with torch.inference_mode():
         expected = op.reference_forward(x)
         torch.testing.assert_close(torch.jit.script(op)(x), expected, rtol=1e-4, atol=1e-4)
-    _export_onnx(op, x, tmp_path / "het.onnx")
+    export_onnx(op, x, tmp_path / "het.onnx")
     session = ort.InferenceSession(str(tmp_path / "het.onnx"), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0])
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -4,7 +4,7 @@ Each sample x gets its own kernel sum_e alpha_e(x) W_e with alpha = sigmoid(Line
 The whole batch runs as one grouped convolution (groups = batch, per-sample kernels stacked),
 never a Python loop over samples. MACs per sample: routing M*E, kernel mixing E*N*M*k^2 and the
 convolution N*M*k^2 per output pixel. Params E*N*M*k^2 + M*E + E. ONNX export uses the
-equivalent expert-sum form (see ``_forward_expert_sum``).
+equivalent expert-sum form (see ``forward_expert_sum``).
 
 ``depthwise: true`` mixes depthwise expert kernels instead, as EfficientNet-CondConv does in its
 inverted residual blocks: each expert is a (N, 1, k, k) depthwise kernel (groups = M, so N must be
@@ -78,7 +78,7 @@ class CondConv(ConvOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips only this exact form
             if torch.onnx.is_in_onnx_export():
-                return self._forward_expert_sum(x)
+                return self.forward_expert_sum(x)
         b, m, h, w = x.shape
         n, k = self.out_channels, self.kernel_size
         alpha = self.routing(x)
@@ -87,7 +87,7 @@ class CondConv(ConvOp):
         y = self.conv(x.reshape(1, b * m, h, w), kernels, groups=b * self.groups, bias=bias)
         return y.view(b, n, y.shape[-2], y.shape[-1])
 
-    def _forward_expert_sum(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_expert_sum(self, x: torch.Tensor) -> torch.Tensor:
         """sum_e alpha_e (W_e * x): the same function, with static weights. ONNX's Conv takes its group
         count as a constant, so a graph cannot group by a dynamic batch; exports use this form (E x MACs)."""
         n, e, k = self.out_channels, self.experts, self.kernel_size

@@ -214,7 +214,7 @@ def _max_diff(a: torch.Tensor, b: Any) -> float:
     return float((a - torch.as_tensor(b)).abs().max())
 
 
-def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
     import contextlib
     import io
     import logging
@@ -277,7 +277,7 @@ def export(
         path = to / "model.onnx"
         import onnxruntime as ort
 
-        _export_onnx(model, x, path)
+        export_onnx(model, x, path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         report["onnx"] = (path, _max_diff(reference, session.run(None, {"input": x.numpy()})[0]))
     if "py" in formats:

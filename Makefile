@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The demo: a 40-trial search of the embedded digits space, then its report. Run it again and it
-# resumes the stored study instead of refusing to overwrite it.
+# The demo: a search of the embedded digits space (40 architectures), then its report. Run it again
+# and it resumes the stored study instead of refusing to overwrite it.
 demo: $(STAMP)
 	$(VENV)/bin/nasconv search search_spaces/digits.yaml $$([ -e results/digits/study.db ] && echo --resume)
 	$(VENV)/bin/nasconv report results/digits
@@ -25,8 +25,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ops.py
-	$(PY) benchmarks/proxy.py
+	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/search_overhead.py
+	$(PY) benchmarks/proxy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

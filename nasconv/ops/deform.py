@@ -92,8 +92,10 @@ class DeformableConv(ConvOp):
         tap = torch.arange(k, device=offset.device, dtype=offset.dtype) * d
         rows = (torch.arange(oh, device=offset.device, dtype=offset.dtype) * s - p).view(1, 1, oh, 1)
         cols = (torch.arange(ow, device=offset.device, dtype=offset.dtype) * s - p).view(1, 1, 1, ow)
-        rows = rows + tap.repeat_interleave(k).view(1, k * k, 1, 1)
-        cols = cols + tap.repeat(k).view(1, k * k, 1, 1)
+        # tap (i, j) of the k x k kernel reads row i*d and column j*d (expand, not repeat_interleave:
+        # the ONNX exporter of onnxscript < 0.7.2 has no conversion for it)
+        rows = rows + tap.view(k, 1).expand(k, k).reshape(1, k * k, 1, 1)
+        cols = cols + tap.view(1, k).expand(k, k).reshape(1, k * k, 1, 1)
         return rows + offset[:, 0::2], cols + offset[:, 1::2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -243,3 +243,13 @@ def test_a_sampler_that_only_repeats_itself_ends_the_search(tmp_path: Path) -> N
         pass
     assert searcher.finished_reason and "20 known or infeasible architectures in a row" in searcher.finished_reason
     assert sum(trial_state(t) == "REPEAT" for t in study.trials) == 20
+
+
+def test_the_fast_two_objective_front_equals_the_definition() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        points = rng.integers(0, 12, size=(int(rng.integers(65, 300)), 2)).astype(float)  # many ties
+        by_definition = [not (np.all(points <= p, axis=1) & np.any(points < p, axis=1)).any() for p in points]
+        assert list(non_dominated(points)) == by_definition

@@ -154,8 +154,9 @@ class CostAwareSampler(optuna.samplers.BaseSampler):
     def _neighbours(self, genes: dict[str, Any]) -> list[dict[str, Any]]:
         """Every architecture one active gene away (a changed kind draws the new kind's options at random)."""
         out = []
+        all_genes = dict(self.space.genes())
         for changed, value in genes.items():
-            choices = dict(self.space.genes()).get(changed, ())
+            choices = all_genes.get(changed, ())
             for other in choices:
                 if other == value:
                     continue

@@ -62,10 +62,32 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
     other, so two different trials with identical values are both kept."""
     points = np.asarray(points, dtype=float)
     n = len(points)
+    if points.ndim == 2 and points.shape[1] == 2 and n > 64:
+        return _non_dominated_2d(points)
     keep = np.ones(n, dtype=bool)
     for i in range(n):
         dominated_by = np.all(points <= points[i], axis=1) & np.any(points < points[i], axis=1)
         keep[i] = not dominated_by.any()
+    return keep
+
+
+def _non_dominated_2d(points: np.ndarray) -> np.ndarray:
+    """The same mask in O(n log n) for two objectives: sweep along the first, keeping the best second."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    keep = np.zeros(len(points), dtype=bool)
+    best_before = np.inf  # the lowest second value among points with a strictly smaller first value
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and points[order[j], 0] == points[order[i], 0]:
+            j += 1
+        group = order[i:j]  # equal first values, sorted by the second
+        lowest = points[group[0], 1]
+        for index in group:
+            y = points[index, 1]
+            keep[index] = y == lowest and y < best_before
+        best_before = min(best_before, lowest)
+        i = j
     return keep
 
 

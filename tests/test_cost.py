@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasconv.model.cost import measure_latency, profile
+from nasconv.model.cost import Latency, measure_latency, profile
 from nasconv.ops import build_conv
 
 
@@ -74,3 +75,10 @@ def test_measure_latency_restores_threads_and_mode() -> None:
     assert lat.threads == 1 and lat.repeats == 5
     assert torch.get_num_threads() == threads
     assert model.training
+
+
+def test_latency_is_built_by_keyword() -> None:
+    with pytest.raises(TypeError):
+        Latency(1.0, 0.5, 2.0, 10, 1, "cpu")  # type: ignore[misc]
+    lat = Latency(median_ms=1.0, p10_ms=0.5, p90_ms=2.0, repeats=10, threads=1, device="cpu")
+    assert lat.median_ms == 1.0 and not hasattr(lat, "spread_ms")

@@ -29,9 +29,45 @@ from .conftest import SPACES, tiny_space_dict
 
 def test_space_parts_cover_every_drawn_architecture() -> None:
     space = load_space(SPACES / "digits.yaml")
-    parts = set(space_parts(space))
+    parts = set(space_parts(space.arch_choices()))
     for seed in range(200):
         assert set(arch_parts(space.sample(seed))) <= parts
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        {"dsc": {"kernel": [1, 3], "dilation": [1, 2]}},
+        {"group": {"groups": [1, 2], "shuffle": [False, True]}},
+        {"inception": {"kernels": [[1], [1, 3]], "dilation": [1, 2], "reduce": [0, 0.5]}},
+    ],
+    ids=lambda conv: next(iter(conv)),
+)
+def test_space_parts_are_exactly_the_blocks_the_encoding_draws(conv: dict) -> None:
+    data = tiny_space_dict()
+    data["stages"][0].update(conv=conv, depth=[1, 2])
+    space = parse_space(data)
+    drawn = set().union(*(arch_parts(space.decode(genes)) for genes in space.enumerate()))
+    parts = space_parts(space.arch_choices())
+    assert len(parts) == len(set(parts)) and set(parts) == drawn
+
+
+def test_latency_needs_only_the_typed_choices_of_a_space(tiny_table) -> None:
+    """The latency layer reads what a space offers through ``arch_choices`` (no schema underneath)."""
+    path, space = tiny_table
+
+    class Offer:
+        source = "offer.yaml"
+        latency_table = str(path)
+
+        def arch_choices(self):  # noqa: ANN202 - a structural stand-in for a Space
+            return space.arch_choices()
+
+        def sample(self, seed=None):  # noqa: ANN001, ANN202
+            return space.sample(seed)
+
+    table = space_latency_table(Offer())  # type: ignore[arg-type]
+    assert table is not None and not table.missing(Offer())  # type: ignore[arg-type]
 
 
 def test_parts_build_and_chain_like_the_model() -> None:
@@ -107,7 +143,7 @@ def test_onnxruntime_backend_measures_parts(tmp_path: Path) -> None:
     table = profile_device(
         space, tmp_path / "ort.json", backend="onnxruntime", warmup=1, repeats=3, calibrate=3, progress=False
     )
-    assert len(table.entries) == len(space_parts(space)) and table.settings["backend"] == "onnxruntime"
+    assert len(table.entries) == len(space_parts(space.arch_choices())) and table.settings["backend"] == "onnxruntime"
 
 
 def test_percent_errors() -> None:

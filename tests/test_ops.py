@@ -18,9 +18,22 @@ VARIANTS = [(kind, example) for kind in CONV_KINDS for example in op_class(kind)
 
 
 def test_registry_lists_every_kind() -> None:
-    assert {"standard", "group", "dsc", "het", "ghost", "cond"} <= set(CONV_KINDS)
-    assert {"spatial", "flattened", "inception", "deform", "mbconv"} <= set(CONV_KINDS)
-    assert CONV_KINDS[0] == "standard"
+    import importlib
+    import pkgutil
+
+    import nasconv.ops
+
+    # every module of the package registers at least one kind, and the registry lists all of them
+    discovered = set()
+    for module in pkgutil.iter_modules(nasconv.ops.__path__):
+        if module.name == "base" or module.name.startswith("_"):
+            continue
+        found = importlib.import_module(f"nasconv.ops.{module.name}")
+        kinds = {c.kind for c in vars(found).values() if isinstance(c, type) and issubclass(c, ConvOp) and c.kind}
+        assert kinds, f"nasconv/ops/{module.name}.py registers no kind"
+        discovered |= {k for k in kinds if op_class(k).__module__ == found.__name__}
+    assert discovered <= set(CONV_KINDS)
+    assert list(CONV_KINDS) == sorted(CONV_KINDS, key=lambda k: (op_class(k).order, k))
 
 
 @pytest.mark.parametrize("kind", [k for k in CONV_KINDS if op_class(k).has_reference()])
@@ -76,19 +89,53 @@ def test_channels_last_input_gives_the_same_output(kind: str, kw: dict, stride: 
 
 
 @pytest.mark.parametrize(("kind", "kw"), VARIANTS)
-@pytest.mark.parametrize(("m", "n", "k", "stride"), [(8, 16, 3, 1), (16, 8, 5, 2), (12, 12, 1, 1)])
-def test_params_and_macs_match_closed_forms(kind: str, kw: dict, m: int, n: int, k: int, stride: int) -> None:
+@pytest.mark.parametrize(
+    ("m", "n", "k", "stride", "h", "w"), [(8, 16, 3, 1, 10, 10), (16, 8, 5, 2, 9, 12), (12, 12, 1, 1, 10, 10)]
+)
+def test_params_and_macs_match_closed_forms(
+    kind: str, kw: dict, m: int, n: int, k: int, stride: int, h: int, w: int
+) -> None:
+    """The counted params and MACs (what profile reports) against the formulas each kind declares."""
     try:
         op = build_conv(kind, m, n, k, stride, **kw)
     except ValueError as exc:
         pytest.skip(f"not buildable at this shape: {exc}")
-    prof = profile(op, (m, 10, 10))
-    out_hw = math.ceil(10 / stride) ** 2
-    assert prof.params == op_class(kind).closed_form_params(m, n, k, **kw)
-    assert prof.macs == op.macs_per_sample(10, 10)
+    cls = op_class(kind)
+    prof = profile(op, (2, m, h, w))
+    assert prof.params == cls.closed_form_params(m, n, k, **kw)
+    assert prof.macs == 2 * cls.closed_form_macs(m, n, k, stride, height=h, width=w, **kw)
     if type(op).macs_per_sample is ConvOp.macs_per_sample:  # the per-output-pixel rule
-        assert prof.macs == op.macs_per_position() * out_hw + op.extra_macs()
-    assert op.count_macs((1, m, 10, 10)) == prof.macs
+        positions = math.ceil(h / stride) * math.ceil(w / stride)
+        assert prof.macs == 2 * (op.macs_per_position() * positions + op.extra_macs())
+
+
+@pytest.mark.parametrize("kind", CONV_KINDS)
+def test_closed_forms_take_omitted_options_at_their_defaults(kind: str) -> None:
+    cls = op_class(kind)
+    try:
+        op = build_conv(kind, 16, 16, 3, 2)
+    except ValueError as exc:
+        pytest.skip(f"its defaults do not build 16->16: {exc}")
+    assert profile(op, (16, 9, 9)).params == cls.closed_form_params(16, 16, 3)
+    assert profile(op, (16, 9, 9)).macs == cls.closed_form_macs(16, 16, 3, 2, height=9, width=9)
+    with pytest.raises(ValueError, match="has no parameter 'nonsense'"):
+        cls.closed_form_params(16, 16, 3, nonsense=1)
+
+
+@pytest.mark.parametrize(("kind", "kw"), VARIANTS)
+@pytest.mark.parametrize("layout", ["sliced", "sliced channels-last", "transposed"])
+def test_a_non_contiguous_input_gives_the_same_output(kind: str, kw: dict, layout: str) -> None:
+    torch.manual_seed(0)
+    op = build_conv(kind, 16, 16, 3, bias=True, **kw)
+    base = torch.randn(2, 16, 18, 10)
+    if layout == "sliced":
+        x = base[:, :, ::2]
+    elif layout == "sliced channels-last":
+        x = base.contiguous(memory_format=torch.channels_last)[:, :, ::2]
+    else:
+        x = base[:, :, :10].transpose(2, 3)
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(op(x), op(x.contiguous()), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

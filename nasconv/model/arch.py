@@ -6,6 +6,7 @@ is the only way a network is made, and ``Arch.from_dict(arch.to_dict()) == arch`
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from collections.abc import Mapping
@@ -19,14 +20,158 @@ from torch import nn
 
 from ..errors import NasconvError, brief
 from ..files import read_yaml
-from ..ops import build_conv, kind_params, registered_kinds, short_label
+from ..ops import (
+    CONV_KINDS,
+    DEFAULT_KERNEL,
+    MAX_KERNEL,
+    build_conv,
+    kind_params,
+    op_class,
+    registered_kinds,
+    short_label,
+)
+from ..ops.base import check_option_values, float_check, int_check, out_size
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+
+# ---------------------------------------------------------------- what a network may be
+# The limits every architecture (and so every search space) is held to: far beyond real mobile, edge
+# and server networks (ImageNet at 224 px with 2,048-channel stages, EfficientNet-B7 at 600 px:
+# 37 GMACs), small enough that validating, costing, building and a batch-1 forward of any accepted
+# network stay quick and within memory. A space is held to them for its worst combination of choices.
+MAX_INPUT_CHANNELS = 64
+MAX_INPUT_SIZE = 1_024
+"""Input height = width, in pixels."""
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 16_384
+MAX_STRIDE = 8
+MAX_DILATION = 16
+MAX_DEPTH = 64
+MAX_STAGES = 32
+MAX_SE = 0.99
+MAX_LAYER_PARAMS = 1 << 26
+"""67.1M parameters in one operator: a 2,048 -> 2,048 3x3 conv fits (37.7M), 25 times VGG's largest."""
+MAX_PARAMS = 1_000_000_000
+MAX_MACS = 10**11
+"""Multiply-accumulates of one forward pass of one image: 2.7x EfficientNet-B7 at 600 px."""
+MAX_ACTIVATION = 1 << 27
+"""Values in one feature map of one image (134M, 512 MiB in fp32): 2,048 channels at 224 x 224, 128 at
+1,024 x 1,024. The input, the stem's output and every block's output are held to it."""
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Size figures of a part of a network (one image): what the limits above are checked against,
+    counted by the cost model's rules (convolutions and linear layers; BatchNorm parameters too)."""
+
+    params: int
+    macs: int
+    layer_params: int
+    """The largest single operator's own parameters."""
+    activation: int
+    """Values in the largest feature map the part outputs."""
+
+
+def conv_figures(
+    kind: str, in_channels: int, out_channels: int, kernel: int, stride: int, options: Mapping[str, Any], size: int
+) -> tuple[int, int]:
+    """(parameters, MACs at ``size`` x ``size``) of one operator: the kind's closed forms, else counted
+    on an operator built on the meta device (no memory). ValueError if it cannot build."""
+    cls = op_class(kind)
+    try:
+        params = int(cls.closed_form_params(in_channels, out_channels, kernel, **options))
+        macs = int(cls.closed_form_macs(in_channels, out_channels, kernel, stride, height=size, width=size, **options))
+        return params, macs
+    except Exception:  # noqa: BLE001 - no closed form (or options it cannot take): count a meta build
+        pass
+    try:
+        with torch.device("meta"):
+            op = build_conv(kind, in_channels, out_channels, kernel, stride, 1, **options)
+    except (TypeError, ArithmeticError, RuntimeError) as exc:
+        raise ValueError(str(exc)) from None
+    return sum(p.numel() for p in op.parameters()), int(op.macs_per_sample(size, size))
+
+
+def block_figures(
+    kind: str,
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int,
+    options: Mapping[str, Any],
+    size: int,
+    se: float = 0.0,
+) -> Figures:
+    """Figures of one block (operator, BatchNorm, activation, squeeze-and-excitation) at an input of
+    ``size`` x ``size``."""
+    params, macs = conv_figures(kind, in_channels, out_channels, kernel, stride, options, size)
+    layer = params
+    params += 2 * out_channels  # BatchNorm
+    if se > 0:  # two 1 x 1 convolutions with bias on the pooled vector
+        reduced = max(1, round(out_channels * se))
+        params += 2 * out_channels * reduced + reduced + out_channels
+        macs += 2 * out_channels * reduced
+    side = out_size(size, stride)
+    return Figures(params=params, macs=macs, layer_params=layer, activation=out_channels * side * side)
+
+
+def stem_figures(in_channels: int, out_channels: int, kernel: int, stride: int, size: int) -> Figures:
+    """Figures of the stem (a standard conv, BatchNorm, ReLU) at an input of ``size`` x ``size``."""
+    return block_figures("standard", in_channels, out_channels, kernel, stride, {}, size)
+
+
+def head_figures(channels: int, classes: int) -> Figures:
+    """Figures of the head (global pool, dropout, linear classifier)."""
+    weights = channels * classes
+    return Figures(params=weights + classes, macs=weights, layer_params=weights + classes, activation=classes)
+
+
+def check_size(arch: Arch) -> None:
+    """Hold an architecture's figures to the limits; ValueError starting with the key path if one is over."""
+    size = arch.input_size
+    stem = stem_figures(arch.input_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride, size)
+    # (key path, the part's operator as words, its figures)
+    parts = [("stem_channels", f"a {arch.input_channels}->{arch.stem_channels} stem", stem)]
+    size, channels = out_size(size, arch.stem_stride), arch.stem_channels
+    for i, stage in enumerate(arch.stages):
+        options = dict(stage.options)
+        for index in range(min(stage.depth, 2)):  # the blocks after the first are all alike
+            stride = stage.stride if index == 0 else 1
+            try:
+                figures = block_figures(
+                    stage.kind, channels, stage.channels, stage.kernel, stride, options, size, stage.se
+                )
+            except ValueError as exc:
+                raise ValueError(f"stages[{i}]: cannot build this architecture ({exc})") from None
+            if index:
+                repeats = stage.depth - 1
+                figures = Figures(
+                    figures.params * repeats, figures.macs * repeats, figures.layer_params, figures.activation
+                )
+            parts.append((f"stages[{i}]", f"a {channels}->{stage.channels} {stage.short()} layer", figures))
+            size, channels = out_size(size, stride), stage.channels
+    parts.append(("classes", f"a {channels}->{arch.classes} classifier", head_figures(channels, arch.classes)))
+    params = macs = 0
+    for where, what, figures in parts:
+        if figures.layer_params > MAX_LAYER_PARAMS:
+            raise ValueError(
+                f"{where}: {what} has {figures.layer_params:,} parameters (at most {MAX_LAYER_PARAMS:,} per layer)"
+            )
+        if figures.activation > MAX_ACTIVATION:
+            raise ValueError(
+                f"{where}: {what} makes a feature map of {figures.activation:,} values per image"
+                f" (at most {MAX_ACTIVATION:,})"
+            )
+        params, macs = params + figures.params, macs + figures.macs
+    if params > MAX_PARAMS:
+        raise ValueError(f"stages: the network has {params:,} parameters (at most {MAX_PARAMS:,})")
+    if macs > MAX_MACS:
+        raise ValueError(f"stages: the network needs {macs:.3g} MACs per image (at most {MAX_MACS:.0e})")
 
 
 def _option_defaults(kind: str) -> dict[str, Any]:
     """The kind's options that have defaults (none for a kind this installation does not know)."""
-    if kind not in registered_kinds():
+    if kind not in CONV_KINDS:
         return {}
     defaults = {name: value for name, value in kind_params(kind).items() if value is not inspect.Parameter.empty}
     return {name: tuple(v) if isinstance(v, list) else v for name, v in defaults.items()}
@@ -36,8 +181,10 @@ def _option_defaults(kind: str) -> dict[str, Any]:
 class StageArch:
     """One stage: ``depth`` blocks of one conv kind; the first block carries ``stride``.
 
-    Canonical: options are sorted, and a 1 x 1 kernel has dilation 1 (dilation cannot change it),
-    so two stages that build the same network compare equal.
+    Canonical, so that two stages that build the same network compare equal: options are sorted and
+    complete; a kind that takes no stage kernel (``ConvOp.uses_stage_kernel``) records DEFAULT_KERNEL;
+    what the kind declares inert given the rest (``ConvOp.inert_options``: dilation at a 1 x 1 kernel,
+    a shuffle of one group, ...) is recorded as dilation 1 and the option's default.
     """
 
     kind: str
@@ -54,10 +201,25 @@ class StageArch:
         options = {str(k): tuple(v) if isinstance(v, list) else v for k, v in dict(self.options).items()}
         # every option of the kind, defaults filled in: an architecture recorded before a kind gained
         # an option still names the same network, and the same text
-        options = {**_option_defaults(self.kind), **options}
+        known = isinstance(self.kind, str) and self.kind in CONV_KINDS  # a stored record may hold anything
+        defaults = _option_defaults(self.kind) if known else {}
+        options = {**defaults, **options}
+        inert: frozenset[str] = frozenset({"dilation"}) if self.kernel == 1 else frozenset()
+        if known:
+            cls = op_class(self.kind)
+            if not cls.uses_stage_kernel:
+                object.__setattr__(self, "kernel", DEFAULT_KERNEL)
+            with contextlib.suppress(TypeError, ValueError, AttributeError, KeyError):  # check() names the bad value
+                inert = cls.inert_options(self.kernel, options)
+        options.update({name: defaults[name] for name in inert if name in defaults})
         object.__setattr__(self, "options", tuple(sorted(options.items())))
-        if self.kernel == 1:
+        if "dilation" in inert:
             object.__setattr__(self, "dilation", 1)
+
+    @property
+    def uses_kernel(self) -> bool:
+        """Whether ``kernel`` means anything for this stage's kind (inception's kernels are options)."""
+        return self.kind not in CONV_KINDS or op_class(self.kind).uses_stage_kernel
 
     def short(self) -> str:
         """Compact label, e.g. ``het(p4)`` or ``group(g2,s)`` or ``dsc(k5)``."""
@@ -127,32 +289,62 @@ class Arch:
         return cls.from_dict(data, where, check=check)
 
     def check(self, where: str = "arch") -> None:
-        """Every field of a sensible type, every kind and option known, and the network buildable."""
-
-        def positive(name: str, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NasconvError(f"{where}: {name} must be a positive integer, got {brief(value)}")
-
-        for name in ("input_channels", "input_size", "classes", "stem_channels", "stem_kernel", "stem_stride"):
-            positive(name, getattr(self, name))
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise NasconvError(f"{where}: dropout must be in [0, 1), got {brief(self.dropout)}")
-        for i, stage in enumerate(self.stages):
-            at = f"stages[{i}]"
-            for name in ("channels", "depth", "stride", "kernel", "dilation"):
-                positive(f"{at}.{name}", getattr(stage, name))
-            if stage.kind not in registered_kinds():
-                known = ", ".join(registered_kinds())
-                raise NasconvError(f"{where}: {at}.kind: unknown conv kind {brief(stage.kind)} (known: {known})")
-            if stage.activation not in ACTIVATIONS:
-                raise NasconvError(f"{where}: {at}.activation: unknown {brief(stage.activation)}")
-            if isinstance(stage.se, bool) or not isinstance(stage.se, (int, float)) or not 0 <= stage.se < 1:
-                raise NasconvError(f"{where}: {at}.se must be in [0, 1), got {brief(stage.se)}")
+        """Every field of the type and within the limits a search space allows, every kind and option
+        known and valid by the kind's option schema, the network buildable and within the size limits
+        (MAX_LAYER_PARAMS, MAX_PARAMS, MAX_MACS, MAX_ACTIVATION): else a NasconvError naming ``where``
+        and the field."""
+        try:
+            self._check_fields()
+            check_size(self)  # before building: a layer too large is never built, not even on meta
+        except ValueError as exc:
+            raise NasconvError(f"{where}: {exc}") from None
         try:
             with torch.device("meta"):
                 Net(self)
-        except (ValueError, TypeError, RuntimeError) as exc:
+        except (ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
             raise NasconvError(f"{where}: cannot build this architecture ({exc})") from None
+
+    def _check_fields(self) -> None:
+        """The fields' types and ranges (before anything hashes or builds them); ValueError naming the field."""
+
+        def field(name: str, value: Any, check: Any) -> Any:
+            try:
+                return check(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+
+        def odd_kernel(v: Any) -> int:
+            return int_check(1, MAX_KERNEL, odd=True)(v)
+
+        field("input_channels", self.input_channels, int_check(1, MAX_INPUT_CHANNELS))
+        field("input_size", self.input_size, int_check(1, MAX_INPUT_SIZE))
+        field("classes", self.classes, int_check(2, MAX_CLASSES))
+        field("stem_channels", self.stem_channels, int_check(1, MAX_CHANNELS))
+        field("stem_kernel", self.stem_kernel, odd_kernel)
+        field("stem_stride", self.stem_stride, int_check(1, MAX_STRIDE))
+        dropout = field("dropout", self.dropout, float_check(0.0, 1.0))
+        if dropout >= 1:
+            raise ValueError(f"dropout: {brief(self.dropout)} is not below 1")
+        if not isinstance(self.stages, tuple) or not 1 <= len(self.stages) <= MAX_STAGES:
+            count = len(self.stages) if isinstance(self.stages, (tuple, list)) else brief(self.stages)
+            raise ValueError(f"stages: {count} stages; a network has 1 to {MAX_STAGES}")
+        for i, stage in enumerate(self.stages):
+            at = f"stages[{i}]"
+            if not isinstance(stage.kind, str) or stage.kind not in registered_kinds():
+                known = ", ".join(registered_kinds())
+                raise ValueError(f"{at}.kind: unknown conv kind {brief(stage.kind)} (known: {known})")
+            field(f"{at}.channels", stage.channels, int_check(1, MAX_CHANNELS))
+            field(f"{at}.depth", stage.depth, int_check(1, MAX_DEPTH))
+            field(f"{at}.stride", stage.stride, int_check(1, MAX_STRIDE))
+            field(f"{at}.kernel", stage.kernel, odd_kernel)
+            field(f"{at}.dilation", stage.dilation, int_check(1, MAX_DILATION))
+            field(f"{at}.se", stage.se, float_check(0.0, MAX_SE))
+            if not isinstance(stage.activation, str) or stage.activation not in ACTIVATIONS:
+                raise ValueError(f"{at}.activation: {brief(stage.activation)} is not one of {', '.join(ACTIVATIONS)}")
+            try:
+                check_option_values(stage.kind, dict(stage.options))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{at}.options.{exc}") from None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -247,6 +439,34 @@ def input_shape(arch: Arch, batch: int = 1) -> tuple[int, int, int, int]:
     return (batch, arch.input_channels, arch.input_size, arch.input_size)
 
 
+@dataclass(frozen=True, kw_only=True)
+class StageChoices:
+    """What one stage of a search space can be: every distinct block configuration it can draw
+    (``depth`` 1, the stage's stride) and its depths."""
+
+    stride: int
+    depths: tuple[int, ...]
+    configurations: tuple[StageArch, ...]
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(s.channels for s in self.configurations))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchChoices:
+    """Every architecture a search space can draw, as the parts they are made of: what a latency
+    table must cover. The search space gives it (``Space.arch_choices``), from its own encoding."""
+
+    input_channels: int
+    input_size: int
+    classes: int
+    stem_channels: tuple[int, ...]
+    stem_kernel: int
+    stem_stride: int
+    stages: tuple[StageChoices, ...]
+
+
 # ---------------------------------------------------------------- parts: a network as stem, blocks, head
 # A part key names one module of a network and the size of its input, so that a cost or latency
 # known for a part applies wherever the same part occurs (latency tables, the per-part cost cache).
@@ -318,9 +538,11 @@ def build_part(key: str, dropout: float = 0.0) -> tuple[nn.Module, tuple[int, in
 __all__ = [
     "ACTIVATIONS",
     "Arch",
+    "ArchChoices",
     "Block",
     "Net",
     "StageArch",
+    "StageChoices",
     "arch_parts",
     "block_key",
     "build_model",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import json
 import math
 import os
@@ -27,49 +26,54 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from ..errors import NasconvError
-from .arch import Arch, StageArch, arch_parts, block_key, build_model, build_part, head_key, stem_key
+from .arch import Arch, ArchChoices, arch_parts, block_key, build_model, build_part, head_key, stem_key
 from .cost import measure_latency, torch_threads
 
 BACKENDS = ("torch", "onnxruntime")
 
 
-def space_parts(space: Any) -> list[str]:
-    """Every distinct key any architecture of ``space`` can need (order: stem, stages, head)."""
-    spec = space.spec
-    size = spec.input.size
-    keys = [stem_key(spec.input.channels, c, spec.stem.kernel, spec.stem.stride, size) for c in spec.stem.channels]
-    size = -(-size // spec.stem.stride)
-    previous = tuple(spec.stem.channels)
-    for stage in spec.stages:
+class LatencySpace(Protocol):
+    """What latency tables need of a search space (:class:`nasconv.search.space.Space` is one)."""
+
+    @property
+    def source(self) -> str:
+        """Where the space came from (a table path is relative to it)."""
+        ...
+
+    @property
+    def latency_table(self) -> str | None:
+        """The lookup table the space names, if any."""
+        ...
+
+    def arch_choices(self) -> ArchChoices: ...
+
+    def sample(self, seed: int | random.Random | None = None) -> Arch: ...
+
+
+def space_parts(choices: ArchChoices) -> list[str]:
+    """Every distinct key any architecture of a space can need (order: stem, stages, head), from the
+    configurations the space says it can draw."""
+    size = choices.input_size
+    keys = [
+        stem_key(choices.input_channels, c, choices.stem_kernel, choices.stem_stride, size)
+        for c in choices.stem_channels
+    ]
+    size = -(-size // choices.stem_stride)
+    previous = choices.stem_channels
+    for stage in choices.stages:
         out_size = -(-size // stage.stride)
-        for kind in stage.kinds():
-            options = getattr(stage.conv, kind)
-            names = [n for n, _ in options if n not in ("kernel", "dilation")]
-            for kernel, dilation, *values in itertools.product(
-                options.kernel, options.dilation, *(getattr(options, n) for n in names)
-            ):
-                for se, act, out in itertools.product(stage.se, stage.activation, stage.channels):
-                    s = StageArch(
-                        kind=kind,
-                        channels=out,
-                        stride=stage.stride,
-                        kernel=kernel,
-                        dilation=dilation,
-                        options=tuple(zip(names, values)),
-                        se=se,
-                        activation=act,
-                    )
-                    keys += [block_key(s, m, stage.stride, size) for m in previous]
-                    if max(stage.depth) > 1:
-                        keys.append(block_key(s, out, 1, out_size))
-        size, previous = out_size, tuple(stage.channels)
-    keys += [head_key(c, spec.classes, size) for c in previous]
+        for s in stage.configurations:
+            keys += [block_key(s, m, stage.stride, size) for m in previous]
+            if max(stage.depths) > 1:
+                keys.append(block_key(s, s.channels, 1, out_size))
+        size, previous = out_size, stage.channels
+    keys += [head_key(c, choices.classes, size) for c in previous]
     return list(dict.fromkeys(keys))
 
 
@@ -175,8 +179,8 @@ class LatencyTable:
             out[kind] = out.get(kind, 0.0) + self.entries[key]["median_ms"]
         return out
 
-    def missing(self, space: Any) -> list[str]:
-        return [k for k in space_parts(space) if k not in self.entries]
+    def missing(self, space: LatencySpace) -> list[str]:
+        return [k for k in space_parts(space.arch_choices()) if k not in self.entries]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -216,10 +220,10 @@ class LatencyTable:
             raise NasconvError(f"{path}: not a nasconv latency table ({exc})") from None
 
 
-def space_latency_table(space: Any) -> LatencyTable | None:
+def space_latency_table(space: LatencySpace) -> LatencyTable | None:
     """The table a space names (``latency.table``, a path relative to the space file), checked to
     cover every block the space can produce; None when it names none."""
-    name = space.spec.latency.table
+    name = space.latency_table
     if not name:
         return None
     path = Path(name).expanduser()
@@ -288,7 +292,7 @@ def best_of_rounds(
 
 
 def profile_device(
-    space: Any,
+    space: LatencySpace,
     out: str | Path,
     *,
     threads: int = 1,

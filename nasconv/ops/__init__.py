@@ -9,7 +9,8 @@ under the entry-point group ``nasconv.ops``::
     mykind = "mypackage.mykind"
 
 A third-party module that fails to import is reported on stderr once and skipped; nasconv goes on
-with the kinds it has.
+with the kinds it has. ``CONV_KINDS`` reads the registry at each use, so a kind registered later
+(``nasconv.register``) is listed, and usable in a space, from then on.
 """
 
 from __future__ import annotations
@@ -20,15 +21,24 @@ import sys
 from importlib.metadata import entry_points
 
 from .base import (
+    CONV_KINDS,
+    DEFAULT_KERNEL,
+    KERNEL_SIZE,
+    MAX_KERNEL,
     ConvOp,
+    KindNames,
+    KindOption,
+    OptionRule,
     build_conv,
     kaiming_,
+    kind_options,
     kind_params,
     op_class,
     positive_int,
     register,
     registered_kinds,
     short_label,
+    with_defaults,
 )
 
 ENTRY_POINT_GROUP = "nasconv.ops"
@@ -47,19 +57,24 @@ def _discover() -> None:
 
 _discover()
 
-CONV_KINDS: tuple[str, ...] = registered_kinds()
-"""Every registered kind, in display order."""
-
 __all__ = [
     "CONV_KINDS",
+    "DEFAULT_KERNEL",
     "ENTRY_POINT_GROUP",
+    "KERNEL_SIZE",
+    "MAX_KERNEL",
     "ConvOp",
+    "KindNames",
+    "KindOption",
+    "OptionRule",
     "build_conv",
     "kaiming_",
+    "kind_options",
     "kind_params",
     "op_class",
     "positive_int",
     "register",
     "registered_kinds",
     "short_label",
+    "with_defaults",
 ]

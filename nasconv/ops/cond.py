@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, positive_int, register
+from .base import ConvOp, kaiming_, out_size, positive_int, register
 
 
 @register("cond")
@@ -30,10 +30,18 @@ class CondConv(ConvOp):
     examples = ({"experts": 4}, {"experts": 3}, {"experts": 4, "depthwise": True})
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
-        e = options.get("experts", 4)
-        per_expert = out_channels * kernel_size**2 * (1 if options.get("depthwise", False) else in_channels)
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        e = options["experts"]
+        per_expert = out_channels * kernel_size**2 * (1 if options["depthwise"] else in_channels)
         return e * per_expert + in_channels * e + e
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        e = options["experts"]
+        per_pixel = out_channels * kernel_size**2 * (1 if options["depthwise"] else in_channels)
+        return in_channels * e + e * per_pixel + per_pixel * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ x, where it runs faster) gives the (B, M, positions) samples of one tap, the mas
 a batched matmul with that tap's (N, M) weights accumulates them into the output, so every block
 of samples is used while it is in cache (one (B, M*k^2, positions) column matrix is k^2 times
 larger). Measured alternatives, slower here: all taps in one column matrix, and the bilinear mix as
-a weighted ``embedding_bag`` gather of channel vectors (benchmarks/ops.py, notes/ops.md).
+a weighted ``embedding_bag`` gather of channel vectors (``benchmarks/ops.py`` times both beside this
+form; the README's "Measured figures" gives the results).
 
 Params N*M*k^2 + 2k^2 * (M*k^2 + 1) [+ k^2 * (M*k^2 + 1) modulated]. MACs per output pixel, the
 rule: N*M*k^2 (the product) + 2k^2 * M*k^2 (offset conv) [+ k^2 * M*k^2 (mask conv)] + 4 * M*k^2
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, register
+from .base import ConvOp, kaiming_, out_size, register
 
 
 @register("deform")
@@ -43,10 +44,19 @@ class DeformableConv(ConvOp):
     flops_match_aten = False  # bilinear sampling and modulation are element-wise: aten counts no FLOPs there
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         taps = kernel_size**2
-        offset_channels = 3 * taps if options.get("modulated", False) else 2 * taps
+        offset_channels = 3 * taps if options["modulated"] else 2 * taps
         return out_channels * in_channels * taps + offset_channels * (in_channels * taps + 1)
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        m, taps, modulated = in_channels, kernel_size**2, options["modulated"]
+        offsets = (3 if modulated else 2) * taps * m * taps
+        sampling = (5 if modulated else 4) * m * taps
+        return (out_channels * m * taps + offsets + sampling) * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """Depthwise-separable convolution (Howard et al., "MobileNets", 2017).
 
 Depthwise k x k (carrying stride and dilation) then pointwise 1 x 1, with no norm or activation
-between them: the bare factorisation. Params M*k^2 + M*N.
+between them: the bare factorisation. Params M*k^2 + M*N; MACs as many per output pixel.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, register
+from .base import ConvOp, kaiming_, out_size, register
 
 
 @register("dsc")
@@ -20,8 +20,15 @@ class DepthwiseSeparableConv(ConvOp):
     order = 20
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         return in_channels * kernel_size**2 + in_channels * out_channels
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        per_pixel = in_channels * kernel_size**2 + in_channels * out_channels
+        return per_pixel * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

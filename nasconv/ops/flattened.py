@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, register
+from .base import ConvOp, kaiming_, out_size, register
 
 
 @register("flattened")
@@ -27,8 +27,15 @@ class FlattenedConv(ConvOp):
     order = 70
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         return out_channels * in_channels + 2 * out_channels * kernel_size
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        n, k, oh = out_channels, kernel_size, out_size(height, stride)
+        return n * in_channels * height * width + n * k * oh * width + n * k * oh * out_size(width, stride)
 
     def __init__(
         self,
@@ -56,7 +63,8 @@ class FlattenedConv(ConvOp):
         b, m, h, w = x.shape
         n, s, d, p = self.out_channels, self.stride, self.dilation, self.padding
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, m) if channels_last else x.view(b, m, h * w).mT
+        # reshape, not view: a sliced or transposed input cannot be viewed as (b, m, h*w)
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, m) if channels_last else x.reshape(b, m, h * w).mT
         y = torch.bmm(pixels, self.lateral.view(n, m).t().expand(b, m, n)).view(b, h, w, n).permute(0, 3, 1, 2)
         y = F.conv2d(y, self.vertical, None, (s, 1), (p, 0), (d, 1), n)
         y = F.conv2d(y, self.horizontal, self.bias, (1, s), (0, p), (1, d), n)

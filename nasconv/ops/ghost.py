@@ -3,7 +3,8 @@
 A primary k x k convolution (stride, dilation) makes c = ceil(N / ratio) intrinsic maps; a cheap
 depthwise dw_kernel x dw_kernel convolution makes (ratio - 1) "ghost" maps from each; the two are
 concatenated and the first N channels kept. Bare: the paper's BN/ReLU inside the module belong
-to the block builder here. Params M*c*k^2 + c*(ratio-1)*dw_kernel^2.
+to the block builder here. Params M*c*k^2 + c*(ratio-1)*dw_kernel^2; MACs as many per output pixel
+(the cheap operation runs on the primary maps, at the output's resolution).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, positive_int, register
+from .base import KERNEL_SIZE, ConvOp, kaiming_, out_size, positive_int, register
 
 
 @register("ghost")
@@ -23,12 +24,20 @@ class GhostConv(ConvOp):
     short_names = {"ratio": "r", "dw_kernel": "d"}
     short_omit = {"dw_kernel": 3}
     examples = ({"ratio": 2, "dw_kernel": 3}, {"ratio": 3, "dw_kernel": 5})
+    option_rules = {"dw_kernel": KERNEL_SIZE}
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
-        ratio, d = options.get("ratio", 2), options.get("dw_kernel", 3)
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        ratio, d = options["ratio"], options["dw_kernel"]
         c = -(-out_channels // ratio)
         return in_channels * c * kernel_size**2 + c * (ratio - 1) * d * d
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        per_pixel = cls.params_formula(in_channels, out_channels, kernel_size, **options)
+        return per_pixel * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

@@ -1,16 +1,19 @@
 """Grouped convolution (AlexNet / ResNeXt), optionally followed by ShuffleNet's channel shuffle.
 
-Zhang et al., "ShuffleNet", CVPR 2018: the shuffle lets the next grouped layer see every group.
+Zhang et al., "ShuffleNet", CVPR 2018: the shuffle lets the next grouped layer see every group (with
+one group it changes nothing: a space does not draw ``shuffle`` there). Params N*(M/g)*k^2; MACs as
+many per output pixel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .base import ConvOp, kaiming_, positive_int, register
+from .base import ConvOp, kaiming_, out_size, positive_int, register
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -26,8 +29,21 @@ class GroupConv(ConvOp):
     standalone = (channel_shuffle,)
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         return out_channels * (in_channels // options["groups"]) * kernel_size**2
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        per_pixel = cls.params_formula(in_channels, out_channels, kernel_size, **options)
+        return per_pixel * out_size(height, stride) * out_size(width, stride)
+
+    @classmethod
+    def inert_options(cls, kernel_size: int, options: Mapping[str, Any]) -> frozenset[str]:
+        """Also ``shuffle`` of one group: a shuffle of one group leaves the channels in place."""
+        inert = super().inert_options(kernel_size, options)
+        return inert | {"shuffle"} if options.get("groups") == 1 else inert
 
     def __init__(
         self,

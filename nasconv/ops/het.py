@@ -2,7 +2,8 @@
 
 Exact to the paper's cyclic arrangement: output filter n has a k x k kernel on input channel i
 iff (i - n) mod P == 0 and a 1 x 1 kernel on every other input channel. Only those weights are
-parameters (N * ((M/P) k^2 + M - M/P)); nothing dense is stored or counted.
+parameters (N * ((M/P) k^2 + M - M/P)); nothing dense is stored or counted. MACs: as many per
+output pixel (the paper's count, whichever form below runs).
 
 Three forms compute the same function (``form``; ``benchmarks/ops.py`` times each):
 - ``dense``: the compact weights are scattered into one dense kernel whose 1 x 1 entries sit at the
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, positive_int, register
+from .base import ConvOp, kaiming_, out_size, positive_int, register
 
 
 def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
@@ -44,9 +45,16 @@ class HetConv(ConvOp):
     flops_match_aten = False  # the dense and split forms run more MACs than the paper's count
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         p = options["p"]
         return out_channels * ((in_channels // p) * kernel_size**2 + in_channels - in_channels // p)
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        per_pixel = cls.params_formula(in_channels, out_channels, kernel_size, **options)
+        return per_pixel * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

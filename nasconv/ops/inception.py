@@ -3,11 +3,13 @@
 Parallel branches, one per entry of ``kernels`` (default 1 x 1, 3 x 3, 5 x 5), each convolving the
 input with its own kernel at the op's stride and dilation; their outputs are concatenated in the
 order of ``kernels``. The N output channels are split between the branches as evenly as possible,
-the first N mod B branches taking one more. The stage's own ``kernel`` is ignored: the branches'
-kernels are the ``kernels`` option.
+the first N mod B branches taking one more. The stage's own ``kernel`` is ignored
+(``uses_stage_kernel = False``): the branches' kernels are the ``kernels`` option, so a space has no
+``kernel`` for this kind, and dilation is a choice only where a branch kernel is larger than 1.
 
 ``reduce`` > 0 gives every branch with k > 1 GoogLeNet's 1 x 1 reduction: M -> r_b channels,
-r_b = max(1, round(reduce * n_b)) for a branch of n_b outputs (GoogLeNet's 3a uses 0.75 and 0.5),
+r_b = max(1, round(reduce * n_b)) for a branch of n_b outputs, rounded half to even (Python's
+``round``: 0.5 of 5 channels is 2) (GoogLeNet's 3a uses 0.75 and 0.5),
 followed by a ReLU as in the paper (without it a reduction would only be a low-rank factorisation
 of the branch's kernel), then the k x k convolution r_b -> n_b. No BatchNorm inside: the operator is
 a leaf; the block normalises the concatenation. GoogLeNet's pooling branch is not included.
@@ -20,20 +22,21 @@ k x k convolution, so it runs at the input's resolution).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, positive_int, register
+from .base import KERNEL_SIZE, ConvOp, kaiming_, out_size, positive_int, register
 
 
 def inception_branches(
     in_channels: int, out_channels: int, kernels: Sequence[int], reduce: float
 ) -> list[tuple[int, int, int]]:
-    """(kernel, output channels, reduction channels or 0) of each branch."""
+    """(kernel, output channels, reduction channels or 0) of each branch; reductions are rounded
+    half to even (Python's ``round``)."""
     count = len(kernels)
     outs = [out_channels // count + (1 if b < out_channels % count else 0) for b in range(count)]
     return [(k, n, max(1, round(reduce * n)) if reduce > 0 and k > 1 else 0) for k, n in zip(kernels, outs)]
@@ -46,16 +49,33 @@ class InceptionConv(ConvOp):
     short_omit = {"kernels": (1, 3, 5), "reduce": 0.0}
     examples = ({"kernels": (1, 3, 5)}, {"kernels": (1, 3, 5), "reduce": 0.5}, {"kernels": (3, 5), "reduce": 0.75})
     standalone = (inception_branches,)
+    uses_stage_kernel = False
+    option_rules = {"kernels": KERNEL_SIZE}
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
-        branches = inception_branches(
-            in_channels, out_channels, tuple(options.get("kernels", (1, 3, 5))), options.get("reduce", 0.0)
-        )
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         total = 0
-        for k, n, r in branches:
+        for k, n, r in inception_branches(in_channels, out_channels, options["kernels"], options["reduce"]):
             total += in_channels * r + r * n * k * k if r else in_channels * n * k * k
         return total
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        positions = out_size(height, stride) * out_size(width, stride)
+        total = 0
+        for k, n, r in inception_branches(in_channels, out_channels, options["kernels"], options["reduce"]):
+            total += in_channels * r * height * width + (r or in_channels) * n * k * k * positions
+        return total
+
+    @classmethod
+    def inert_options(cls, kernel_size: int, options: Mapping[str, Any]) -> frozenset[str]:
+        """Dilation and ``reduce`` when every branch is 1 x 1 (reductions are for k > 1 branches)."""
+        kernels = options.get("kernels")
+        if kernels is not None and all(k == 1 for k in kernels):
+            return frozenset({"dilation", "reduce"})
+        return frozenset()
 
     def __init__(
         self,

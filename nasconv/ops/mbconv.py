@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, positive_int, register
+from .base import ConvOp, kaiming_, out_size, positive_int, register
 
 
 @register("mbconv")
@@ -34,10 +34,19 @@ class InvertedResidual(ConvOp):
     examples = ({"expand": 6}, {"expand": 1}, {"expand": 3})
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
-        t = options.get("expand", 6)
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        t = options["expand"]
         h = t * in_channels
         return (in_channels * h if t > 1 else 0) + h * kernel_size**2 + h * out_channels
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        t = options["expand"]
+        h = t * in_channels
+        expansion = in_channels * h * height * width if t > 1 else 0
+        return expansion + (h * kernel_size**2 + h * out_channels) * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,
@@ -75,7 +84,8 @@ class InvertedResidual(ConvOp):
         if expansion is None:
             e = x if channels_last else x.contiguous(memory_format=torch.channels_last)
         else:
-            pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, m) if channels_last else x.view(b, m, h * w).mT
+            # reshape, not view: a sliced or transposed input cannot be viewed as (b, m, h*w)
+            pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, m) if channels_last else x.reshape(b, m, h * w).mT
             e = torch.bmm(pixels, expansion.view(hidden, m).t().expand(b, m, hidden))
             e = F.relu6(e, inplace=True).view(b, h, w, hidden).permute(0, 3, 1, 2)
         y = F.relu6(self.conv(e, self.depthwise, groups=hidden), inplace=True)

@@ -2,7 +2,8 @@
 
 Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016, section 3.2
 (factorisation into asymmetric convolutions); the survey's "spatially separable convolution".
-The k x 1 convolution maps the M input channels to c = max(1, round(mid * N)) channels and carries
+The k x 1 convolution maps the M input channels to c = max(1, round(mid * N)) channels (Python's
+round, halves to even: mid 0.5 of N = 5 is 2, of N = 7 is 4) and carries
 the vertical half of the geometry (stride (s, 1), dilation (d, 1)); the 1 x k convolution maps c to
 N channels and carries the horizontal half (stride (1, s), dilation (1, d)). Together they cover
 the k x k window of a k x k convolution at stride s and dilation d, with a kernel of rank c per
@@ -20,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, register
+from .base import ConvOp, kaiming_, out_size, register
 
 
 def mid_channels(out_channels: int, mid: float) -> int:
-    """Channels between the two halves of a separable pair: ``mid`` x out_channels, rounded, at least 1."""
+    """Channels between the two halves of a separable pair: ``mid`` x out_channels, rounded half to
+    even (Python's ``round``), at least 1."""
     return max(1, round(mid * out_channels))
 
 
@@ -37,9 +39,16 @@ class SpatialSeparableConv(ConvOp):
     standalone = (mid_channels,)
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
-        c = mid_channels(out_channels, options.get("mid", 1.0))
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+        c = mid_channels(out_channels, options["mid"])
         return c * in_channels * kernel_size + out_channels * c * kernel_size
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        c, k, oh = mid_channels(out_channels, options["mid"]), kernel_size, out_size(height, stride)
+        return c * in_channels * k * oh * width + out_channels * c * k * oh * out_size(width, stride)
 
     def __init__(
         self,

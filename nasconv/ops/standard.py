@@ -1,4 +1,7 @@
-"""Standard dense convolution (``nn.Conv2d`` semantics, "same" padding)."""
+"""Standard dense convolution (``nn.Conv2d`` semantics, "same" padding).
+
+Params N*M*k^2; MACs N*M*k^2 per output pixel, ceil(H/s) x ceil(W/s) of them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import ConvOp, kaiming_, register
+from .base import ConvOp, kaiming_, out_size, register
 
 
 @register("standard")
@@ -15,8 +18,14 @@ class StandardConv(ConvOp):
     order = 0
 
     @classmethod
-    def closed_form_params(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
+    def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         return out_channels * in_channels * kernel_size**2
+
+    @classmethod
+    def macs_formula(
+        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
+    ) -> int:
+        return out_channels * in_channels * kernel_size**2 * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

@@ -10,10 +10,14 @@ test accuracy.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import inspect
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +44,7 @@ class VerificationError(NasconvError):
     """An exported format disagrees with the PyTorch model."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rule:
     max_macs: float | None = None
     max_params: float | None = None
@@ -116,7 +120,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-
+{imports}
 _REGISTRY: dict = {{}}
 
 
@@ -139,28 +143,65 @@ def _source(obj: Any) -> str:
     return inspect.getsource(obj).rstrip() + "\n\n"
 
 
+# what a network does not run: the test oracle, the closed forms and what the space schema and the
+# encoding read (option_rules names nasconv's own rule objects)
+_NOT_STANDALONE = frozenset(
+    {
+        "reference_forward",
+        "has_reference",
+        "closed_form_params",
+        "closed_form_macs",
+        "params_formula",
+        "macs_formula",
+        "inert_options",
+        "option_rules",
+        "__init_subclass__",
+    }
+)
+
+
+def _member_names(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return {node.name}
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return {node.target.id}
+    if isinstance(node, ast.Assign):
+        return {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return set()
+
+
 def _class_source(cls: type) -> str:
-    """A class's source without its ``reference_forward`` (a test oracle, not part of a model)."""
+    """A class's source without the members a network does not run (``_NOT_STANDALONE``)."""
     source = inspect.getsource(cls)
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
     for node in reversed(tree.body[0].body):  # type: ignore[attr-defined]
-        if isinstance(node, ast.FunctionDef) and node.name == "reference_forward":
-            start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
-            del lines[start : node.end_lineno]
+        if _member_names(node) & _NOT_STANDALONE:
+            decorators = getattr(node, "decorator_list", [])
+            start = min([node.lineno, *(d.lineno for d in decorators)]) - 1
+            end = node.end_lineno
+            # the comment lines (#: ...) that document the member go with it
+            while start > 0 and lines[start - 1].strip().startswith("#"):
+                start -= 1
+            del lines[start:end]
     return "".join(lines).rstrip() + "\n\n"
 
 
 def standalone_source(arch: Arch) -> str:
     """Python source of a torch-only module file that defines exactly ``build_model(arch)``: the
     base operator, each kind the architecture uses with the helpers its class declares in
-    ``standalone``, the block builder, and the architecture itself."""
+    ``standalone`` and the imports it declares in ``standalone_imports``, the block builder, and the
+    architecture itself."""
     kinds = ["standard", *sorted({s.kind for s in arch.stages} - {"standard"})]
+    header = _HEADER.format(short=arch.short(), imports="")
+    present = set(header.splitlines())
+    extra = [line for kind in kinds for line in op_class(kind).standalone_imports if line.strip() not in present]
+    imports = "".join(f"{line.strip()}\n" for line in dict.fromkeys(extra))
     parts = [
-        _HEADER.format(short=arch.short()),
+        _HEADER.format(short=arch.short(), imports=imports),
         _source(ops_base.positive_int),
         _source(ops_base.kaiming_),
-        _source(ops_base.ConvOp),
+        _class_source(ops_base.ConvOp),
     ]
     copied: set[int] = set()
     for kind in kinds:
@@ -183,8 +224,8 @@ def standalone_source(arch: Arch) -> str:
         )
     ]
     data = arch.to_dict()
-    stages = ",\n    ".join(f"SimpleNamespace(**{s!r})" for s in data.pop("stages"))
-    parts.append(f"ARCH = SimpleNamespace(**{data!r}, stages=[\n    {stages},\n])\n\n")
+    stages = "".join(f"    SimpleNamespace(**{s!r}),\n" for s in data.pop("stages"))
+    parts.append(f"ARCH = SimpleNamespace(**{data!r}, stages=[\n{stages}])\n\n")
     parts.append(
         "def build_model() -> nn.Module:\n    return Net(ARCH)\n\n\n"
         'if __name__ == "__main__":\n'
@@ -233,19 +274,48 @@ def export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
             verbose=False,
         )
         if program is None:
-            raise VerificationError(f"{path}: torch.onnx.export returned no program")
+            raise VerificationError(f"{path.name}: torch.onnx.export returned no program")
         program.save(str(path))
 
 
 def export(
     arch: Arch, model: nn.Module, to: str | Path, formats: Sequence[str] = FORMATS, *, batch: int = 2, seed: int = 0
 ) -> dict[str, Any]:
-    """Write the formats to ``to`` and verify each against ``model``; returns {format: (path, max |diff|)}."""
+    """Write the formats to ``to`` and verify each against ``model``; returns {format: (path, max |diff|)}.
+
+    All or nothing: the formats are written and verified in a staging folder beside ``to`` and moved
+    into it only once every check passed; a failure leaves ``to`` as it was (and creates no folder)."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise NasconvError(f"unknown export format {unknown[0]!r}; known: {', '.join(FORMATS)}")
     to = Path(to)
-    to.mkdir(parents=True, exist_ok=True)
+    if to.exists() and not to.is_dir():
+        raise NasconvError(f"{to}: exists and is not a folder")
+    created = [folder for folder in (to, *to.parents) if not folder.exists()]
+    staging: Path | None = None
+    try:
+        to.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{to.name}.", suffix=".partial", dir=to.parent))
+        report = _export_into(arch, model, staging, to, formats, batch=batch, seed=seed)
+        to.mkdir(exist_ok=True)
+        for fmt, (path, diff) in report.items():
+            os.replace(path, to / path.name)
+            report[fmt] = (to / path.name, diff)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # deepest first: only the folders this call made, and only if empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _export_into(
+    arch: Arch, model: nn.Module, to: Path, final: Path, formats: Sequence[str], *, batch: int, seed: int
+) -> dict[str, Any]:
+    """Write and verify the formats in the folder ``to`` (errors name them in ``final``, where they go)."""
     model = model.eval()
     x = torch.randn(input_shape(arch, batch), generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
@@ -254,7 +324,7 @@ def export(
     if "arch" in formats:
         path = arch.save(to / "arch.yaml")
         if load_arch(path) != arch:
-            raise VerificationError(f"{path}: does not round-trip")
+            raise VerificationError(f"{final / path.name}: does not round-trip")
         report["arch"] = (path, 0.0)
     if "pt" in formats:
         path = to / "model.pt"
@@ -283,13 +353,19 @@ def export(
     if "py" in formats:
         path = to / "model.py"
         path.write_text(standalone_source(arch))
-        standalone = _load_module(path).build_model().eval()
+        try:
+            standalone = _load_module(path).build_model().eval()
+        except Exception as exc:  # noqa: BLE001 - a module that does not load is a failed check, named
+            problem = str(exc).splitlines()[0] if str(exc) else ""
+            raise VerificationError(f"{final / path.name}: does not load ({type(exc).__name__}: {problem})") from None
         standalone.load_state_dict(model.state_dict())
         with torch.inference_mode():
             report["py"] = (path, _max_diff(reference, standalone(x)))
     for path, diff in report.values():
         if not math.isfinite(diff) or diff > TOLERANCE:
-            raise VerificationError(f"{path}: output differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})")
+            raise VerificationError(
+                f"{final / path.name}: output differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})"
+            )
     return report
 
 

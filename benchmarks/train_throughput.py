@@ -1,6 +1,6 @@
 """What training at scale costs, measured side by side in one run.
 
-    python benchmarks/train_throughput.py [--device cpu|cuda] [--threads 1] [--share 4] [--skip-search]
+    python benchmarks/train_throughput.py [--device cpu|cuda] [--threads 1] [--share 4 [--window 30]] [--skip-search]
 
 1. Throughput: images/s of one proxy trial (``nasconv.search.training.train``: uint8 pools,
    per-batch normalisation, validation every epoch) against a plain PyTorch loop doing the same
@@ -16,17 +16,17 @@
    minus the trial's own training time, for digits and for the CIFAR-shaped search.
 
 ``--share N`` also runs N CIFAR-shaped proxy trials at once on the device (N processes: on a GPU,
-N trials sharing it) and prints their summed images/s against one alone.
+N trials sharing it). The processes load and warm up, meet at a barrier, and are timed over one
+common window (``--window`` seconds): the aggregate and per-trial images/s against one trial timed
+the same way alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import queue
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -311,35 +311,76 @@ def memory_and_overhead(npz: Path, tmp: Path, workers: int) -> None:
 # ---------------------------------------------------------------- N trials sharing a device
 
 
-def one_cifar_proxy(npz: Path, device: torch.device, samples: int) -> float:
+def _share_child(
+    npz: Path, device: str, samples: int, threads: int, window: float, barrier: Any, results: Any, slot: int
+) -> None:
+    """One of N proxy trials sharing the device (a spawned process): load, warm up, wait at the
+    barrier for the others, then train epoch after epoch until ``window`` seconds have passed since
+    the common start. Reports the training images of the epochs that ended inside the window over
+    the time to the last of them: every process is busy for the whole window, so every measured
+    interval overlaps all the others."""
+    torch.set_num_threads(threads)
+    where = resolve_device(device)
     space = cifar_space(npz, max_samples=samples, val_fraction=0.02)
     spec = space.spec
     data = load_data(spec.dataset, 10, 3, 32, spec.training.val_fraction, spec.training.seed)
     arch = space.sample(0)
-    train(arch, data, spec.training, epochs=1, device=device)  # warm-up
-    result, _ = train(arch, data, spec.training, epochs=2, device=device)
-    return 2 * len(data.train) / result.train_seconds
+    train(arch, data, spec.training, epochs=1, device=where)  # warm-up: CUDA context, kernels, page cache
+    ends: list[float] = []
+
+    def on_epoch(_: Any) -> bool:
+        if where.type == "cuda":
+            torch.cuda.synchronize(where)
+        ends.append(time.perf_counter())
+        return ends[-1] - start >= window
+
+    barrier.wait(timeout=600)  # all load and warm up first; a broken barrier ends the benchmark
+    start = time.perf_counter()
+    train(arch, data, spec.training, epochs=1_000_000, device=where, on_epoch=on_epoch)
+    inside = [t for t in ends if t - start <= window]
+    rate = len(inside) * len(data.train) / (inside[-1] - start) if inside else float("nan")
+    results.put((slot, rate, len(inside)))
 
 
-def shared_device(npz: Path, device: torch.device, share: int, samples: int, threads: int) -> None:
-    alone = one_cifar_proxy(npz, device, samples)
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        str(npz),
-        "--device",
-        str(device),
-        "--samples",
-        str(samples),
-        "--threads",
-        str(threads),
-    ]
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(share)]
-    rates = [float(json.loads(p.communicate()[0].strip().splitlines()[-1])["images_per_s"]) for p in procs]
+def run_shared(npz: Path, device: torch.device, share: int, samples: int, threads: int, window: float) -> list[float]:
+    """Images/s of each of ``share`` proxy trials run at once on ``device``, timed over one common window."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    barrier, results = context.Barrier(share), context.Queue()
+    args = (npz, str(device), samples, threads, window, barrier, results)
+    procs = [context.Process(target=_share_child, args=(*args, slot)) for slot in range(share)]
+    for proc in procs:
+        proc.start()
+    got: list[tuple[int, float, int]] = []
+    try:
+        while len(got) < share:
+            try:
+                got.append(results.get(timeout=5))
+            except queue.Empty:
+                crashed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if crashed:
+                    raise RuntimeError(f"a proxy trial sharing {device} crashed (exit codes {crashed})") from None
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+    got.sort()
+    for slot, _, epochs in got:
+        if epochs < 2:
+            print(f"  (trial {slot}: only {epochs} epoch(s) inside the {window:.0f} s window: use a longer --window)")
+    return [rate for _, rate, _ in got]
+
+
+def shared_device(npz: Path, device: torch.device, share: int, samples: int, threads: int, window: float) -> None:
+    alone = run_shared(npz, device, 1, samples, threads, window)[0]
+    rates = run_shared(npz, device, share, samples, threads, window)
+    each = ", ".join(f"{r:.0f}" for r in rates)
     print(
-        f"sharing {device}: {share} proxy trials at once {sum(rates):8.0f} img/s in all "
-        f"({statistics.mean(rates):.0f} each) vs one alone {alone:8.0f} img/s = {sum(rates) / alone:.2f}x",
+        f"sharing {device}: {share} proxy trials at once, timed over one common {window:.0f} s window after a barrier: "
+        f"{sum(rates):8.0f} img/s in all (per trial: {each}) vs one alone {alone:8.0f} img/s = "
+        f"{sum(rates) / alone:.2f}x in all, {statistics.mean(rates) / alone:.2f}x per trial",
         flush=True,
     )
 
@@ -352,14 +393,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2048, help="CIFAR-shaped training images per proxy epoch")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--share", type=int, default=0, help="also run N proxy trials at once on the device")
+    parser.add_argument("--window", type=float, default=30.0, help="--share: seconds every trial is timed over")
     parser.add_argument("--skip-search", action="store_true")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if args.child:
-        print(json.dumps({"images_per_s": one_cifar_proxy(Path(args.child), device, args.samples)}))
-        return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ["NASCONV_CACHE"] = str(tmp / "cache")  # the search's workers inherit it
@@ -388,7 +426,7 @@ def main() -> None:
         throughput("digits", digits, [digits.sample(i) for i in range(3)], device, args.rounds + 2)
         throughput("cifar-shaped", space, [space.sample(0)], device, args.rounds)
         if args.share:
-            shared_device(npz, device, args.share, args.samples, args.threads)
+            shared_device(npz, device, args.share, args.samples, args.threads, args.window)
         if not args.skip_search:
             memory_and_overhead(npz, tmp, args.workers)
             digits_search = parse_space(

@@ -535,3 +535,150 @@ def test_latency_tables_name_their_device(tmp_path: Path, monkeypatch: pytest.Mo
         measure(torch.nn.Conv2d(1, 1, 1), (1, 1, 4, 4), backend="onnxruntime", device="cuda")
     table = profile_device(space, tmp_path / "t.json", rounds=1, repeats=2, warmup=0, calibrate=0, progress=False)
     assert table.settings["device"] == "cpu" and LatencyTable.load(tmp_path / "t.json").settings["device"] == "cpu"
+
+
+# ---------------------------------------------------------------- audit of issue 11
+
+
+def test_imagefolder_train_folder_alone(tmp_path: Path) -> None:
+    # ROOT/train/<class>/ without val/ or test/: a training layout, with no test split
+    root = write_imagefolder(tmp_path / "t", {"train": 5})
+    data = load_data(DatasetSpec(name="imagefolder", path=str(root)), 2, 3, 8, 0.2, 0)
+    assert len(data.train) + len(data.val) == 10 and data.test is None
+    assert set(data.train.labels.tolist()) | set(data.val.labels.tolist()) == {0, 1}
+    # a folder per class that happens to be called train, beside other classes, stays a class
+    root = write_imagefolder(tmp_path / "c", {"": 3}, classes=("train", "zebra"))
+    data = load_data(DatasetSpec(name="imagefolder", path=str(root)), 2, 3, 8, 0.2, 0)
+    assert len(data.train) + len(data.val) == 6 and data.test is None
+
+
+def test_abandoned_build_folders_are_removed_when_the_cache_is_next_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from filelock import FileLock
+
+    from nasconv.search.data import locate, open_cache
+    from nasconv.search.data.cache import entry_name
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NASCONV_CACHE", str(cache))
+    source = locate(DatasetSpec(name="npz", path=str(write_npz(tmp_path / "d.npz"))))
+    # what killed builds leave behind: of this entry, of another one, and one being built right now
+    own = cache / f".build-{entry_name(source, 3, 8)}-4242-0badf00d"
+    other = cache / ".build-npz-12345678-1x8px-0123456789abcdef-4343-deadbeef"
+    live = cache / ".build-npz-87654321-1x8px-fedcba9876543210-4444-cafecafe"
+    for folder in (own, other, live):
+        folder.mkdir(parents=True)
+        (folder / "train_x.npy").write_bytes(b"\0" * 1000)
+    with FileLock(str(cache / ".npz-87654321-1x8px-fedcba9876543210.lock")):
+        entry = open_cache(source, 3, 8)
+        assert entry.built_seconds is not None
+        assert not own.exists() and not other.exists()
+        assert live.exists()  # its lock is held: a build in progress is left alone
+    # mapping an entry that exists builds nothing and removes nothing
+    live_again = cache / f".build-{entry_name(source, 3, 8)}-4545-feedbeef"
+    live_again.mkdir()
+    assert open_cache(source, 3, 8).built_seconds is None and live_again.exists()
+
+
+def test_streamed_batches_equal_resident_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the path a GPU takes for a dataset too large to copy there: batches gathered on the host
+    from nasconv.search import training
+    from nasconv.search.data import space_data
+
+    space = parse_space(tiny_space_dict(training={"epochs": 2, "augment": "crop-flip"}))
+    data = space_data(space.spec)
+    torch.set_num_threads(1)
+    resident, _ = train(space.sample(0), data, space.spec.training, test=True)
+    monkeypatch.setattr(training, "_fits_on", lambda x, device: False)
+    streamed, _ = train(space.sample(0), data, space.spec.training, test=True)
+    assert (streamed.accuracy, streamed.loss) == (resident.accuracy, resident.loss)
+    assert [e.train_loss for e in streamed.history] == [e.train_loss for e in resident.history]
+
+
+def test_an_assigned_gpu_that_is_not_visible_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nasconv.search.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    for setting in ("auto", "cuda"):
+        with pytest.raises(NasconvError, match=rf"^training.device: {setting}: Ray assigned GPU 1, but "):
+            resolve_device(setting, gpu_ids=["1"])
+    with pytest.raises(NasconvError, match=r"CUDA_VISIBLE_DEVICES='0' does not list it$"):
+        resolve_device("cuda", gpu_ids=["1"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-0f3a,GPU-77c1")  # listed, but torch sees one device
+    assert resolve_device("cuda", gpu_ids=["GPU-0f3a"]) == torch.device("cuda:0")
+    with pytest.raises(NasconvError, match=r"torch finds only 1 CUDA device"):
+        resolve_device("cuda", gpu_ids=["GPU-77c1"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    with pytest.raises(NasconvError, match=r"CUDA_VISIBLE_DEVICES is unset and 1 CUDA device\(s\) are visible"):
+        resolve_device("cuda", gpu_ids=["3"])
+    with pytest.raises(NasconvError, match=r"Ray assigned GPU GPU-0f3a, but CUDA_VISIBLE_DEVICES is unset"):
+        resolve_device("auto", gpu_ids=["GPU-0f3a"])
+    assert resolve_device("cuda", gpu_ids=["0"]) == torch.device("cuda:0")
+    with pytest.raises(NasconvError) as caught:
+        resolve_device("cuda", gpu_ids=["7"])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "address", "message"),
+    [
+        ("cuda", 1, None, "training.device: cuda, but "),
+        ("cuda:0", 0, None, "training.device: cuda:0, but "),
+        ("cuda", 0, "10.0.0.9:6379", "search.gpus_per_trial is 0 so trials get no GPU"),
+        ("cuda:1", 1, "10.0.0.9:6379", "Ray chooses each trial's GPU: use cuda or auto"),
+        ("cpu", 0.5, None, "training.device is cpu, but search.gpus_per_trial reserves"),
+        ("auto", 1.5, None, "above 1 it must be a whole number"),
+        # on a cluster the driver may have no GPU: `cuda` is left to the cluster's own check
+        ("cuda", 1, "10.0.0.9:6379", None),
+    ],
+)
+def test_search_refuses_device_settings_before_data_or_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, gpus: float, address: str | None, message: str | None
+) -> None:
+    from nasconv import experiment
+
+    def not_yet(what: str):
+        def fail(*args: object, **kwargs: object) -> None:
+            raise AssertionError(what)
+
+        return fail
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(experiment, "prepare_data", not_yet("the dataset was prepared"))
+    monkeypatch.setattr(experiment, "start_ray", not_yet("Ray was started"))
+    space = parse_space(tiny_space_dict(training={"epochs": 1, "device": device}))
+    opts = experiment.resolve_options(space, out=tmp_path / "out", address=address, gpus_per_trial=gpus)
+    if message is None:
+        with pytest.raises(AssertionError, match="the dataset was prepared"):
+            experiment.run_search(space, opts, progress=False)
+    else:
+        with pytest.raises(NasconvError, match=re.escape(message)):
+            experiment.run_search(space, opts, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_command_prints_the_precision_it_runs(tmp_path: Path, write_space, capsys: pytest.CaptureFixture) -> None:
+    from nasconv.cli import main
+
+    space = write_space(tiny_space_dict(training={"epochs": 1, "precision": "fp16"}))
+    arch = load_space(space).sample(0).save(tmp_path / "arch.yaml")
+    assert main(["train", str(arch), "--space", str(space), "--epochs", "1", "--device", "cpu"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("training "))
+    assert "on cpu (" in header and ", fp32 (fp16 is a GPU setting)," in header, header
+
+
+def test_profile_device_names_its_flag_in_errors(
+    tmp_path: Path, write_space, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nasconv.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    space = write_space(tiny_space_dict())
+    code = main(["profile-device", str(space), "--out", str(tmp_path / "t.json"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("nasconv: error: --device: cuda, but ") and err.count("\n") == 1, err
+    assert "training.device" not in err and not (tmp_path / "t.json").exists()

@@ -180,3 +180,53 @@ def test_export_refuses_weights_of_another_architecture(
     err = capsys.readouterr().err
     assert code == 2 and f"trial-{number}.pt: does not fit trial {number}'s architecture (missing" in err
     assert err.count("\n") == 1
+
+
+def test_weights_of_a_trial_still_running_survive_a_prune(tmp_path: Path) -> None:
+    # keep_weights: front. A trial's weights arrive with its last epoch's report and are saved at once;
+    # another trial that finishes before this one is told prunes the kept weights to the front, which
+    # the trial still running cannot be on yet: its file must survive, and it stays if it joins the front.
+    from nasconv.experiment import ResultsKeeper, resolve_options
+    from nasconv.search.samplers import SamplerContext, make_sampler
+    from nasconv.search.searcher import Counters, StudySearcher
+    from nasconv.search.study import open_or_create_study
+
+    out = tmp_path / "results"
+    space = parse_space(tiny_space_dict(search={"trials": 6, "population": 2, "seed": 0}))
+    opts = resolve_options(space, out=out, trials=6, sampler="random")
+    assert opts.keep_weights == "front"
+    study = open_or_create_study(
+        space,
+        out,
+        storage=None,
+        resume=False,
+        sampler=lambda n: make_sampler("random", SamplerContext(space=space, seed=n, population=2)),
+    ).study
+    keeper = ResultsKeeper(study, opts, Counters(target=6), progress=False)
+    searcher = StudySearcher(
+        study,
+        space,
+        budget=6,
+        epochs=1,
+        on_change=keeper.update,
+        counters=keeper.counters,
+        on_weights=lambda number, data: save_weights(out, number, data),
+    )
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert isinstance(first, dict) and isinstance(second, dict)
+    buffer = io.BytesIO()
+    torch.save(torch.nn.Linear(2, 2).state_dict(), buffer)
+    best = TrialReport(accuracy=0.99, params=10, macs=10.0, flops=20.0, epoch=1, train_seconds=0.1)
+    worse = TrialReport(accuracy=0.5, params=100, macs=100.0, flops=200.0, epoch=1, train_seconds=0.1)
+    searcher.on_trial_result("a", best.replace(weights=buffer.getvalue()).to_metrics())  # saved at once
+    a = first["number"]
+    assert kept_trials(out) == [a]
+    searcher.on_trial_result("b", worse.to_metrics())
+    searcher.on_trial_complete("b", worse.to_metrics())  # a prune while trial a still runs
+    assert kept_trials(out) == [a]
+    searcher.on_trial_result("a", best.to_metrics())
+    searcher.on_trial_complete("a", best.to_metrics())
+    front = load_results(out).query("state == 'COMPLETE' and accuracy == 0.99")["number"].tolist()
+    assert front == [a] and kept_trials(out) == [a]
+    loaded = load_weights(out, a)
+    assert loaded is not None and set(loaded) == {"weight", "bias"}

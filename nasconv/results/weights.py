@@ -1,6 +1,7 @@
 """Kept weights of a search: ``<results>/weights/trial-<N>.pt``, one ``torch.save``d state_dict per
 trial, written as trials finish and pruned to the Pareto front as the search goes
-(``search.keep_weights``). A kept trial costs about 4 bytes per parameter on disk (float32
+(``search.keep_weights``; a trial still running keeps the weights its last report brought until
+it is told and ranked). A kept trial costs about 4 bytes per parameter on disk (float32
 state_dict, BatchNorm statistics included). ``nasconv export --trial N`` exports them.
 
 Light on purpose (torch is imported only to load): the driver writes and prunes through it.
@@ -49,11 +50,6 @@ def prune_weights(folder: str | Path, keep: Iterable[int]) -> list[int]:
     for number in removed:
         weights_path(folder, number).unlink(missing_ok=True)
     return removed
-
-
-def weights_bytes(folder: str | Path) -> int:
-    """Disk used by the kept weights of ``folder``."""
-    return sum(weights_path(folder, n).stat().st_size for n in kept_trials(folder))
 
 
 def load_weights(folder: str | Path, number: int) -> dict[str, Any] | None:

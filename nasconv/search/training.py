@@ -8,9 +8,16 @@ the device. On a GPU, a dataset that fits in a
 quarter of the free memory is copied there once per run (as uint8) and batches are gathered on the
 device; a larger one is read batch by batch from (memory-mapped) host memory through pinned buffers.
 
-Deterministic for a given seed, device and thread count. A diverging run (NaN/inf loss) stops and
-returns a failed result with its reason; it never raises into the caller. On a GPU the loss is
-checked every ``CHECK_EVERY_CUDA`` steps, so the host does not wait on the device at every step.
+On a CPU a run is deterministic for a given seed and thread count. On a GPU the batch order, the
+augmentation draws and the initial weights are the same for a given seed, but the arithmetic is
+not bit-reproducible: nothing here sets ``torch.backends.cudnn.deterministic``, so cuDNN uses its
+default (fastest, partly nondeterministic) convolution kernels, and two runs of one seed end close,
+not identical (the flag alone would not make them so: some CUDA backward kernels, grid_sample's in
+``deform`` among them, accumulate with atomics).
+
+A diverging run (NaN/inf loss) stops and returns a failed result with its reason; it never raises
+into the caller. On a GPU the loss is checked every ``CHECK_EVERY_CUDA`` steps, so the host does not
+wait on the device at every step.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ AUGMENT_SEED = 0x5EED
 """Added to the run's seed for the augmentation draws, so turning augmentation on leaves the batch order as it was."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EpochResult:
     epoch: int
     accuracy: float
@@ -81,68 +88,82 @@ def _cuda_missing() -> str:
     return "torch finds no CUDA device" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
 
 
-def _visible_index(gpu_id: str | int) -> int:
-    """Where an assigned GPU id appears among this process's visible devices: Ray restricts
+def _visible_index(gpu_id: str | int, count: int) -> int:
+    """Where an assigned GPU id appears among this process's ``count`` visible devices: Ray restricts
     CUDA_VISIBLE_DEVICES to the trial's GPUs, so it is normally 0; without that variable the id is
-    the device index itself."""
+    the device index itself. An id that names no visible device raises (never a silent fallback to
+    another GPU)."""
+    gpu = str(gpu_id).strip()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
-        return int(gpu_id) if str(gpu_id).isdigit() else 0
+        if not gpu.isdigit() or int(gpu) >= count:
+            raise NasconvError(
+                f"Ray assigned GPU {gpu}, but CUDA_VISIBLE_DEVICES is unset and {count} CUDA device(s) are "
+                f"visible (ids 0..{count - 1})"
+            )
+        return int(gpu)
     ids = [v.strip() for v in visible.split(",") if v.strip()]
-    return ids.index(str(gpu_id)) if str(gpu_id) in ids else 0
+    if gpu not in ids:
+        raise NasconvError(f"Ray assigned GPU {gpu}, but CUDA_VISIBLE_DEVICES={visible!r} does not list it")
+    index = ids.index(gpu)
+    if index >= count:
+        raise NasconvError(
+            f"Ray assigned GPU {gpu}, listed at position {index} of CUDA_VISIBLE_DEVICES={visible!r}, but torch "
+            f"finds only {count} CUDA device(s)"
+        )
+    return index
 
 
-def resolve_device(setting: str = "auto", *, gpu_ids: Sequence[str | int] | None = None) -> torch.device:
+def resolve_device(
+    setting: str = "auto", *, gpu_ids: Sequence[str | int] | None = None, label: str = "training.device"
+) -> torch.device:
     """The device a run trains on, for ``training.device`` = auto | cpu | cuda | cuda:N.
 
     ``gpu_ids`` are the GPUs a resource manager (Ray) assigned to this process, None outside one.
     Outside one, ``auto`` is CUDA when available, else the CPU. Inside one, ``auto`` and ``cuda`` are
     the assigned GPU, found among the visible devices (never a fixed physical index); ``auto`` with
-    no GPU assigned, or with one that this process cannot use, is the CPU.
-    Raises NasconvError when the device asked for does not exist.
+    no GPU assigned, or in a process where torch finds no CUDA at all, is the CPU.
+    Raises NasconvError when the device asked for does not exist, or when the assigned GPU is not
+    among the visible devices. ``label`` names the setting in messages (``--device`` for a flag).
     """
     if not re.fullmatch(DEVICE_PATTERN, setting):
-        raise NasconvError(f"training.device: {setting!r} is not one of auto, cpu, cuda, cuda:N")
+        raise NasconvError(f"{label}: {setting!r} is not one of auto, cpu, cuda, cuda:N")
     if setting == "cpu":
         return torch.device("cpu")
     available = torch.cuda.is_available()
     if gpu_ids:
         if available:
-            return torch.device("cuda", _visible_index(gpu_ids[0]))
+            try:
+                return torch.device("cuda", _visible_index(gpu_ids[0], torch.cuda.device_count()))
+            except NasconvError as exc:
+                raise NasconvError(f"{label}: {setting}: {exc}") from None
         if setting == "auto":
             return torch.device("cpu")
-        raise NasconvError(f"training.device: {setting}, but {_cuda_missing()} (Ray assigned GPU {gpu_ids[0]})")
+        raise NasconvError(f"{label}: {setting}, but {_cuda_missing()} (Ray assigned GPU {gpu_ids[0]})")
     if setting == "auto":
         return torch.device("cuda" if available and gpu_ids is None else "cpu")
     if not available:
-        raise NasconvError(f"training.device: {setting}, but {_cuda_missing()}")
+        raise NasconvError(f"{label}: {setting}, but {_cuda_missing()}")
     device = torch.device(setting)
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise NasconvError(
-            f"training.device: {setting}, but {count} CUDA device(s) are visible (cuda:0..cuda:{count - 1})"
-        )
+        raise NasconvError(f"{label}: {setting}, but {count} CUDA device(s) are visible (cuda:0..cuda:{count - 1})")
     return device
 
 
-def check_search_devices(device: str, gpus_per_trial: float, cluster_gpus: float) -> None:
-    """Before a search starts: can every trial get what ``training.device`` and ``search.gpus_per_trial``
-    ask for on a cluster with ``cluster_gpus`` GPUs (``ray.cluster_resources().get("GPU", 0)``)?
-    A request the cluster cannot meet would leave trials pending forever: NasconvError instead."""
+def check_device_request(device: str, gpus_per_trial: float, *, local: bool) -> None:
+    """What can be checked of ``training.device`` and ``search.gpus_per_trial`` before Ray starts or
+    any data is prepared: the settings against each other and, for a ``local`` search (a private Ray
+    on this machine, whose trials train with this torch), ``cuda``/``cuda:N`` against this machine.
+    On a cluster the driver may be a machine without GPUs: only the settings are checked.
+    Raises NasconvError."""
     if not re.fullmatch(DEVICE_PATTERN, device):
         raise NasconvError(f"training.device: {device!r} is not one of auto, cpu, cuda, cuda:N")
     share = "1 for a GPU per trial, 0.25 for four trials per GPU"
     if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
         raise NasconvError(f"search.gpus_per_trial: {gpus_per_trial:g} (above 1 it must be a whole number of GPUs)")
-    if gpus_per_trial > 0 and cluster_gpus <= 0:
-        raise NasconvError(
-            f"search.gpus_per_trial: {gpus_per_trial:g}, but the Ray cluster has no GPUs (set it to 0 to train on CPUs)"
-        )
-    if gpus_per_trial > cluster_gpus:
-        raise NasconvError(
-            f"search.gpus_per_trial: {gpus_per_trial:g}, but the Ray cluster has {cluster_gpus:g} GPU(s) "
-            "in all: no trial could start"
-        )
+    if local and device.startswith("cuda") and not torch.cuda.is_available():
+        raise NasconvError(f"training.device: {device}, but {_cuda_missing()} (a local search trains on this machine)")
     if device == "cpu" and gpus_per_trial > 0:
         raise NasconvError(
             f"training.device is cpu, but search.gpus_per_trial reserves {gpus_per_trial:g} GPU per trial: "
@@ -157,6 +178,23 @@ def check_search_devices(device: str, gpus_per_trial: float, cluster_gpus: float
         raise NasconvError(
             f"training.device is {device}, but with search.gpus_per_trial Ray chooses each trial's GPU: "
             "use cuda or auto"
+        )
+
+
+def check_search_devices(device: str, gpus_per_trial: float, cluster_gpus: float) -> None:
+    """Before a search starts: can every trial get what ``training.device`` and ``search.gpus_per_trial``
+    ask for on a cluster with ``cluster_gpus`` GPUs (``ray.cluster_resources().get("GPU", 0)``)?
+    A request the cluster cannot meet would leave trials pending forever: NasconvError instead.
+    (:func:`check_device_request` checks the settings themselves earlier, before Ray starts.)"""
+    check_device_request(device, gpus_per_trial, local=False)
+    if gpus_per_trial > 0 and cluster_gpus <= 0:
+        raise NasconvError(
+            f"search.gpus_per_trial: {gpus_per_trial:g}, but the Ray cluster has no GPUs (set it to 0 to train on CPUs)"
+        )
+    if gpus_per_trial > cluster_gpus:
+        raise NasconvError(
+            f"search.gpus_per_trial: {gpus_per_trial:g}, but the Ray cluster has {cluster_gpus:g} GPU(s) "
+            "in all: no trial could start"
         )
 
 
@@ -218,8 +256,10 @@ class _Feeder:
         rows = self.positions[rows]
         x, y = self.x[rows], self.y[rows]
         if not self.resident:
-            x = x.pin_memory().to(self.run.device, non_blocking=True)
-            y = y.pin_memory().to(self.run.device, non_blocking=True)
+            if self.run.device.type == "cuda":  # through pinned buffers: an asynchronous copy
+                x, y = x.pin_memory(), y.pin_memory()
+            x = x.to(self.run.device, non_blocking=True)
+            y = y.to(self.run.device, non_blocking=True)
         if draws is not None:
             x = augment(x, draws)  # on stored values: exact, and padding is black
         x = normalise(x, self.mean, self.std)
@@ -373,7 +413,9 @@ def train(
             if not math.isfinite(val_loss):
                 return fail(f"validation loss became {val_loss} at epoch {epoch}")
             train_loss = float((losses * sizes).sum().item()) / max(n, 1)
-            epoch_result = EpochResult(epoch, accuracy, val_loss, train_loss, result.train_seconds)
+            epoch_result = EpochResult(
+                epoch=epoch, accuracy=accuracy, loss=val_loss, train_loss=train_loss, train_seconds=result.train_seconds
+            )
             result.history.append(epoch_result)
             result.accuracy, result.loss, result.epochs = accuracy, val_loss, epoch
             if on_epoch is not None:

@@ -7,7 +7,8 @@ Folder: ``$NASCONV_CACHE``, else ``$XDG_CACHE_HOME/nasconv``, else ``~/.cache/na
 per dataset path, channels and size, named ``<dataset>-<path digest>-<C>x<S>px-<content digest>``,
 where the content digest covers every source file's name, size and modification time: a changed
 file gives a new entry, and the stale one is removed. An entry is built in a temporary folder and
-renamed into place under a file lock, so processes that race wait for one build and then map it.
+renamed into place under a file lock, so processes that race wait for one build and then map it;
+the temporary folder of a build that was killed is removed when the cache is next built.
 """
 
 from __future__ import annotations
@@ -180,6 +181,35 @@ def _build(source: Source, channels: int, size: int, into: Path, progress: bool)
     (into / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+BUILD_PREFIX = ".build-"
+
+
+def _remove_abandoned_builds(root: Path, holding: str) -> list[Path]:
+    """Delete the temporary folders of builds that no process is running any more (a build killed
+    before its rename leaves one behind, as large as the entry). A build holds its entry's lock
+    while its folder exists, and the lock is released when its process dies: a folder whose lock
+    can be taken at once is abandoned. ``holding`` is the entry whose lock the caller holds."""
+    from filelock import FileLock, Timeout
+
+    removed = []
+    for folder in root.glob(BUILD_PREFIX + "*"):
+        parts = folder.name[len(BUILD_PREFIX) :].rsplit("-", 2)
+        if len(parts) != 3 or not folder.is_dir():
+            continue
+        entry = parts[0]
+        if entry == holding:  # the caller holds this entry's lock: nobody else is building it
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            continue
+        try:
+            with FileLock(str(root / f".{entry}.lock"), timeout=0):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        except (Timeout, OSError):  # being built now (or the lock cannot be taken here): leave it
+            continue
+    return removed
+
+
 def open_cache(source: Source, channels: int, size: int, *, progress: bool = False) -> CacheEntry:
     """Map the cache entry of ``source`` at ``channels`` x ``size``, building it first if it is
     missing, stale or damaged (once per node: concurrent callers wait on a file lock)."""
@@ -206,6 +236,7 @@ def open_cache(source: Source, channels: int, size: int, *, progress: bool = Fal
             if entry is not None:
                 return entry
             start = time.perf_counter()
+            _remove_abandoned_builds(root, name)
             building = root / f".build-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             building.mkdir()
             try:

@@ -211,9 +211,13 @@ def _imagefolder(root: Path) -> Source:
     if not root.is_dir():
         raise NasconvError(f"imagefolder: {root} is not a folder")
     layout = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
-    if "train" in layout and ("val" in layout or "test" in layout):
-        # train/ with val/ and test/: the three splits; with only one of them, that one is the test split
-        roles = {"train": layout["train"], "test": layout["test"] if "test" in layout else layout["val"]}
+    others = [p for p in _class_folders(root) if p.name not in layout and not p.name.startswith(".")]
+    if "train" in layout and ("val" in layout or "test" in layout or not others):
+        # train/ with val/ and test/: the three splits; with only one of them, that one is the test split;
+        # train/ alone: no test split (a ROOT holding train/ beside other folders is a folder per class)
+        roles = {"train": layout["train"]}
+        if "val" in layout or "test" in layout:
+            roles["test"] = layout["test"] if "test" in layout else layout["val"]
         if "val" in layout and "test" in layout:
             roles["val"] = layout["val"]
     else:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from nasconv.experiment import resolve_options, run_search
-from nasconv.results.report import hypervolume, normalisation
+from nasconv.results.front import full_budget
+from nasconv.search.multi_objective import minimised, scaled_hypervolume
 from nasconv.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,12 +52,16 @@ def main() -> None:
                 df = run_search(space, opts, progress=False)
                 runs[mode].append((df, time.perf_counter() - start))
     objectives = space.objectives
-    union = pd.concat([df for results in runs.values() for df, _ in results])
-    scale = normalisation(union, objectives)
+    union = minimised(
+        full_budget(pd.concat([df for results in runs.values() for df, _ in results]), objectives), objectives
+    )
+    if len(union) == 0:
+        raise SystemExit("no search trained an architecture for the full budget: raise --budget")
+    low, high = union.min(axis=0), union.max(axis=0)  # scaled on the union of all runs' full-budget trials
     print(f"digits, {args.epochs}-epoch proxy, {args.workers} workers, {args.budget:.0f}s budget, {args.repeats} seeds")
     print(f"{'scheduler':<10}{'trials':>8}{'stopped':>9}{'hypervolume':>20}{'HV / CPU-min':>16}")
     for mode, results in runs.items():
-        hvs = [hypervolume(df, objectives, scale) for df, _ in results]
+        hvs = [scaled_hypervolume(minimised(full_budget(df, objectives), objectives), low, high) for df, _ in results]
         per_min = [h / (wall * args.workers / 60) for h, (_, wall) in zip(hvs, results)]
         n = statistics.mean(len(df[df["state"].isin(["COMPLETE", "STOPPED"])]) for df, _ in results)
         stopped = statistics.mean((df["state"] == "STOPPED").sum() for df, _ in results)

@@ -29,10 +29,10 @@ from .search.data import check_available, prepare_data
 from .search.evaluation import ray_trial
 from .search.protocol import EvaluationContext
 from .search.record import counts_toward_budget
-from .search.samplers import SamplerContext, make_sampler
-from .search.space import Space
+from .search.samplers import DEFAULT_SAMPLER, SamplerContext, make_sampler
+from .search.space import KeepWeights, SearchSpec, Space
 from .search.study import check_study, open_or_create_study
-from .search.tabular import load_table
+from .search.tabular import check_covers, load_table
 from .search.training import check_search_devices
 
 
@@ -44,18 +44,18 @@ class SearchOptions:
     trials: int
     workers: int | None = None
     seed: int = 0
-    sampler: str = "nsga2"
+    sampler: str = DEFAULT_SAMPLER
     population: int = 10
     storage: str | None = None
     resume: bool = False
     address: str | None = None
-    early_stopping: str = "none"
+    early_stopping: str = SearchSpec.model_fields["early_stopping"].default
     time_budget_s: float | None = None
     table: Path | None = None
     """Tabular mode: evaluate by lookup in this CSV instead of training (see nasconv.search.tabular)."""
     cpus_per_trial: int = 1
     gpus_per_trial: float = 0.0
-    keep_weights: str = "front"
+    keep_weights: KeepWeights = SearchSpec.model_fields["keep_weights"].default
 
 
 def resolve_options(
@@ -163,6 +163,8 @@ def known_costs(space: Space, opts: SearchOptions) -> Callable[[Arch], dict[str,
     space's lookup table, and in tabular mode whatever costs the table gives."""
     latency_table = space_latency_table(space)
     lookup = load_table(opts.table) if opts.table else None
+    if lookup is not None:
+        check_covers(lookup, space)
 
     def costs(arch: Arch) -> dict[str, float]:
         known = static_costs(arch, latency_table)
@@ -199,8 +201,15 @@ class ResultsKeeper:
             front = pareto(df)
             c.pareto = len(front)
             if self.opts.keep_weights == "front":
-                prune_weights(self.opts.out, keep=front["number"])
+                prune_weights(self.opts.out, keep={*front["number"], *self.running()})
         self.status.update()
+
+    def running(self) -> list[int]:
+        """Trials not yet told: their weights arrive with their last epoch's report, before the trial
+        completes and can join the front, and must outlive a prune that runs in between."""
+        from optuna.trial import TrialState
+
+        return [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
 
 def make_tuner(space: Space, opts: SearchOptions, searcher: Any, resources: dict[str, float], workers: int) -> Any:
@@ -247,19 +256,25 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
     """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
     from .search.progress import status_line
     from .search.searcher import Counters, StudySearcher
+    from .search.training import check_device_request
 
+    # the settings, and `cuda` on a local machine without it, are refused before data or Ray is prepared
+    ray = sys.modules.get("ray")
+    local = opts.address is None and not (ray is not None and ray.is_initialized())  # a private Ray, to start
+    check_device_request(space.spec.training.device, opts.gpus_per_trial, local=local)
     costs = known_costs(space, opts)
     if opts.table is None:
         check_available(space.spec.dataset)
         prepare_data(space.spec, progress=progress)  # decode once on this node, before the trials map it
     # everything that can refuse the search is checked before anything is written
-    done_before = check_study(space, opts.out, storage=opts.storage, resume=opts.resume)
+    done_before = check_study(space, opts.out, storage=opts.storage, resume=opts.resume, table=opts.table)
     resources = reserve(space, opts) if opts.trials > done_before else {}
     opened = open_or_create_study(
         space,
         opts.out,
         storage=opts.storage,
         resume=opts.resume,
+        table=opts.table,
         sampler=lambda n: make_sampler(
             opts.sampler, SamplerContext(space=space, seed=opts.seed + n, population=opts.population, costs=costs)
         ),

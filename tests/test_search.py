@@ -1,12 +1,13 @@
 """End-to-end search tests. Each search runs the real CLI in a subprocess with its own local Ray
-(isolated; a killed driver takes its Ray with it), except the unit tests of the trial and searcher."""
+(isolated; a killed driver takes its Ray with it), except the unit tests of the trial and searcher.
+A test that needs a `ray start` cluster gets one of its own (conftest.ray_cluster): its own temp dir
+and port, and on exit only its processes are ended, never another Ray on the machine."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,13 +27,14 @@ from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
 from nasconv.search.record import INTERRUPTED, trial_state
 from nasconv.search.space import parse_space
 
-from .conftest import tiny_space_dict
+from .conftest import ray_cluster, tiny_space_dict
 
 NASCONV = [sys.executable, "-m", "nasconv.cli"]
 pytestmark = pytest.mark.slow
 
 
 def nasconv(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; ``env`` adds to this process's environment (a cluster's ``env`` is whole)."""
     return subprocess.run(
         [*NASCONV, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
@@ -192,52 +194,18 @@ def test_ctrl_c_stops_cleanly_and_keeps_results(tmp_path: Path, write_space) -> 
     assert len(df) < 50
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_node_cluster_on_loopback(tmp_path: Path, write_space) -> None:
-    # Ray rewrites 127.0.0.1 to the machine's outward address; 127.0.0.2 keeps every byte on loopback.
-    ray = str(Path(sys.executable).with_name("ray"))
-    port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    common = ["--node-ip-address=127.0.0.2", "--num-cpus=1", "--disable-usage-stats"]
-    head = subprocess.run(
-        [ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    try:
-        assert head.returncode == 0, head.stderr[-2000:]
-        worker = subprocess.run(
-            [ray, "start", f"--address=127.0.0.2:{port}", *common], capture_output=True, text=True, env=env, timeout=120
-        )
-        assert worker.returncode == 0, worker.stderr[-2000:]
+    with ray_cluster("--num-cpus=1", workers=1, env={"RAY_AUTH_MODE": "token"}) as cluster:
         out = tmp_path / "out"
         space = write_space(tiny_space_dict(training={"epochs": 2}, dataset={"name": "synthetic", "samples": 900}))
         run = nasconv(
-            "search",
-            str(space),
-            "--trials",
-            "6",
-            "--workers",
-            "2",
-            "--out",
-            str(out),
-            "--address",
-            f"127.0.0.2:{port}",
-            env={"RAY_AUTH_MODE": "token"},
-        )
+            "search", str(space), "--trials", "6", "--workers", "2", "--out", str(out),
+            "--address", cluster.address, env=cluster.env,
+        )  # fmt: skip
         assert run.returncode == 0, run.stderr[-2000:]
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
         assert sum(trial_state(t) == "COMPLETE" for t in study.trials) == 6
         assert len({t.user_attrs["node"] for t in study.trials if "node" in t.user_attrs}) == 2  # both nodes ran trials
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -282,23 +250,21 @@ def test_mo_asha_stops_trials_early_and_records_them(tmp_path: Path, write_space
 
 
 def test_without_address_a_private_ray_is_started_even_beside_a_running_cluster(tmp_path: Path, write_space) -> None:
-    # issue 9: ray.init() joined a `ray start` cluster it found on the machine, and passing num_cpus failed
-    ray = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.run(
-        [ray, "start", "--head", f"--port={_free_port()}", "--include-dashboard=false", "--num-cpus=1",
-         "--node-ip-address=127.0.0.2", "--disable-usage-stats"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
-    try:
-        assert head.returncode == 0, head.stderr[-2000:]
+    # issue 9: ray.init() joined a `ray start` cluster it found on the machine, and passing num_cpus failed.
+    # The cluster's env points Ray's default temp dir at the cluster's own, so a plain ray.init() there
+    # would find it, as it finds one that `ray start` left in /tmp/ray.
+    with ray_cluster("--num-cpus=1", env={"RAY_AUTH_MODE": "token"}) as cluster:
+        import ray._private.utils as ray_utils
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("RAY_TMPDIR", cluster.temp)
+            assert ray_utils.read_ray_address() == cluster.address  # the premise: a cluster ray.init() would join
         out = tmp_path / "out"
-        run = nasconv("search", str(write_space(tiny_space_dict())), "--trials", "2", "--out", str(out), env=env)
+        run = nasconv(
+            "search", str(write_space(tiny_space_dict())), "--trials", "2", "--out", str(out), env=cluster.env
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         assert (load_results(out)["state"] == "COMPLETE").sum() == 2
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
 def test_tabular_mode_runs_the_real_search_by_lookup(tmp_path: Path, write_space) -> None:
@@ -331,19 +297,10 @@ def test_tabular_mode_runs_the_real_search_by_lookup(tmp_path: Path, write_space
 
 def test_gpus_are_requested_from_ray_and_each_trial_reports_its_own(tmp_path: Path, write_space) -> None:
     # `ray start --num-gpus=2` declares GPUs this machine does not have: Ray assigns them all the same
-    ray = str(Path(sys.executable).with_name("ray"))
-    port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    head = subprocess.run(
-        [ray, "start", "--head", f"--port={port}", "--include-dashboard=false", "--num-cpus=2", "--num-gpus=2",
-         "--node-ip-address=127.0.0.2", "--disable-usage-stats"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
-    try:
-        assert head.returncode == 0, head.stderr[-2000:]
+    with ray_cluster("--num-cpus=2", "--num-gpus=2", env={"RAY_AUTH_MODE": "token"}) as cluster:
         out = tmp_path / "out"
         space = write_space(tiny_space_dict(search={"trials": 4, "gpus_per_trial": 1, "population": 2}))
-        run = nasconv("search", str(space), "--out", str(out), "--address", f"127.0.0.2:{port}", env=env)
+        run = nasconv("search", str(space), "--out", str(out), "--address", cluster.address, env=cluster.env)
         assert run.returncode == 0, run.stderr[-2000:]
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
         trained = [t for t in study.trials if trial_state(t) == "COMPLETE"]
@@ -352,13 +309,11 @@ def test_gpus_are_requested_from_ray_and_each_trial_reports_its_own(tmp_path: Pa
         assert {g for t in trained for g in t.user_attrs["gpu_ids"]} <= {"0", "1"}
         # a request the cluster cannot meet is refused before any trial starts
         again = nasconv(
-            "search", str(space), "--out", str(tmp_path / "o2"), "--address", f"127.0.0.2:{port}",
-            "--gpus-per-trial", "3", env=env,
+            "search", str(space), "--out", str(tmp_path / "o2"), "--address", cluster.address,
+            "--gpus-per-trial", "3", env=cluster.env,
         )  # fmt: skip
         assert again.returncode == 2 and "the Ray cluster has 2 GPU(s)" in again.stderr
         assert again.stderr.strip().count("\n") == 0
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
 def test_gpus_per_trial_on_a_cluster_without_gpus_exits_2_before_any_trial(tmp_path: Path, write_space) -> None:

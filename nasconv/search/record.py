@@ -6,6 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 INTERRUPTED = "interrupted: the search stopped before this trial finished"
+CANNOT_BUILD = "cannot build"
+PROPOSAL_FAILED = "the proposal failed"
+NEVER_SCHEDULED = (CANNOT_BUILD, PROPOSAL_FAILED)
+"""How the reason of a FAIL trial the driver ended before any worker took it begins."""
 
 # the states a trial is listed with (Optuna's own, refined by nasconv's user attributes)
 COMPLETE, STOPPED, INFEASIBLE, REPEAT, FAIL, RUNNING = "COMPLETE", "STOPPED", "INFEASIBLE", "REPEAT", "FAIL", "RUNNING"
@@ -26,8 +30,18 @@ def trial_state(trial: Any) -> str:
     return state
 
 
+def never_scheduled(trial: Any) -> bool:
+    """A FAIL trial the driver ended before any worker took it (its architecture cannot be built or
+    costed, or the sampler's proposal raised)."""
+    reason = trial.user_attrs.get("reason")
+    return trial.state.name == FAIL and isinstance(reason, str) and reason.startswith(NEVER_SCHEDULED)
+
+
 def counts_toward_budget(trial: Any) -> bool:
-    """Trials a budget counts: distinct architectures that took a worker (trained, stopped or failed,
-    not interrupted), never infeasible ones or repeats."""
+    """Trials a budget counts: distinct architectures that took a worker and were trained, stopped
+    early or failed there; never infeasible ones, repeats, interrupted ones, or failures in the driver
+    before a worker took the trial (see :func:`never_scheduled`). Live and on resume alike."""
     state = trial_state(trial)
-    return state in (COMPLETE, STOPPED) or (state == FAIL and trial.user_attrs.get("reason") != INTERRUPTED)
+    if state in (COMPLETE, STOPPED):
+        return True
+    return state == FAIL and trial.user_attrs.get("reason") != INTERRUPTED and not never_scheduled(trial)

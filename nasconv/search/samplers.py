@@ -37,9 +37,13 @@ def _nsga2(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
 
 
 def _nsga3(ctx: SamplerContext) -> optuna.samplers.BaseSampler:
+    import warnings
+
     import optuna
 
-    return optuna.samplers.NSGAIIISampler(population_size=ctx.population, seed=ctx.seed)
+    with warnings.catch_warnings():  # marked experimental since Optuna 3.2; a choice the user makes by name
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.NSGAIIISampler(population_size=ctx.population, seed=ctx.seed)
 
 
 def _tpe(ctx: SamplerContext) -> optuna.samplers.BaseSampler:

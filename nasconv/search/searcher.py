@@ -9,11 +9,18 @@ only (one writer, so SQLite never locks). For each proposal it
 * costs it before it is scheduled: one over a static limit is told to Optuna as infeasible
   (``Trial.set_constraint``) and never trained;
 * schedules the rest on Ray, and tells Optuna each trial's result with its state: complete,
-  failed (with its reason) or early-stopped (with a violated ``early_stopped`` constraint, so that
-  constrained selection ranks every full-budget trial above it).
+  failed (with its reason), infeasible (over a limit measured in the worker, e.g. latency) or
+  early-stopped (with a violated ``early_stopped`` constraint, so that constrained selection ranks
+  every full-budget trial above it).
 
-The budget counts distinct architectures that took a worker. A sampler that keeps proposing
-known or infeasible architectures (the space exhausted) ends the search with a clear reason.
+Every trial told COMPLETE carries the same constraint keys (each limit the space sets, and
+``early_stopped``; 0 or less when satisfied): samplers that model constraints (GPSampler) require
+one set of names for all trials.
+
+The budget counts distinct architectures trained (or failed) in a worker: never repeats, never
+infeasible ones (found in the driver or in the worker), never proposals the driver could not build.
+A sampler that keeps proposing known or infeasible architectures (the space exhausted) ends the
+search with a clear reason.
 
 Ray is imported at module level: only the driver imports this module, at search time.
 """
@@ -32,12 +39,14 @@ from ray.tune.search import Searcher
 from ..model.arch import Arch
 from ..model.cost import static_costs
 from .evaluation import measured_latency, needs_latency, violations
+from .multi_objective import CONSTRAINTS
 from .protocol import TrialReport, TrialRequest
-from .record import INTERRUPTED, counts_toward_budget
+from .record import CANNOT_BUILD, INTERRUPTED, PROPOSAL_FAILED
 from .space import Space
 
 # a sampler that proposes this many known or infeasible architectures in a row is stuck
 STUCK_AFTER = 500
+EARLY_STOPPED = "early_stopped"
 
 
 @dataclass
@@ -92,7 +101,11 @@ class StudySearcher(Searcher):
         self.stuck_after = stuck_after
         self.counters = counters if counters is not None else Counters(target=budget)
         self.scheduled = 0
+        """Trials handed to Ray that count toward the budget (one found infeasible there is given back)."""
         self.idle_proposals = 0
+        self.infeasible_in_a_row = 0
+        """Trials in a row found over a limit in the worker (a measured latency): none trained."""
+        self.limits = [key for key in CONSTRAINTS if getattr(space.spec.constraints, key) is not None]
         self.finished_reason: str | None = None
         self.error: str | None = None
         self.live: dict[str, optuna.Trial] = {}
@@ -103,10 +116,17 @@ class StudySearcher(Searcher):
             arch = t.user_attrs.get("arch")
             if not isinstance(arch, str) or t.user_attrs.get("repeat_of") is not None or not t.state.is_finished():
                 continue
-            if counts_toward_budget(t) or t.user_attrs.get("infeasible"):
+            if t.user_attrs.get("reason") != INTERRUPTED:  # an interrupted one is tried again
                 self.known.setdefault(arch, _Known(t.number, t))
 
     # Ray Tune's Searcher interface -------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its configuration, this searcher included, into the experiment folder for
+        # Tuner.restore, which nasconv never uses (resume reads the study). The study and its
+        # sampler need not pickle (Optuna's NSGA-II/III samplers hold a lock): keep only plain state.
+        live = ("study", "costs", "on_change", "on_weights", "live", "last", "known")
+        return {k: (None if k in live else v) for k, v in self.__dict__.items()}
 
     def set_search_properties(self, metric: Any, mode: Any, config: Any, **spec: Any) -> bool:
         return True
@@ -118,8 +138,11 @@ class StudySearcher(Searcher):
         return None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
-        if self.scheduled >= self.budget or self.finished_reason:
+        if self.finished_reason:
             return Searcher.FINISHED
+        if self.scheduled >= self.budget:
+            # a running trial may yet be found infeasible in its worker and give its unit back
+            return None if self.live else Searcher.FINISHED
         if len(self.known) >= self.space_count:
             self.finished_reason = (
                 f"the space is exhausted: all {self.space_count:,} of its architectures have been evaluated"
@@ -162,6 +185,16 @@ class StudySearcher(Searcher):
             report = report.replace(
                 failed=True, reason=report.reason or "the trial's process crashed (see the Ray logs)"
             )
+        if report.infeasible and not report.failed:  # over a limit measured in the worker: nothing trained
+            self.scheduled -= 1
+            self.infeasible_in_a_row += 1
+            if self.infeasible_in_a_row >= self.stuck_after:
+                self.finished_reason = (
+                    f"{self.infeasible_in_a_row} architectures in a row were over a limit when measured "
+                    f"({report.reason}): the space looks infeasible"
+                )
+        elif not report.infeasible:
+            self.infeasible_in_a_row = 0
         self._tell(trial, report)
 
     # proposals --------------------------------------------------------------------------------
@@ -173,7 +206,7 @@ class StudySearcher(Searcher):
         try:
             arch = self.space.suggest(trial)
         except Exception as exc:
-            trial.set_user_attr("reason", f"the proposal failed: {type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr("reason", f"{PROPOSAL_FAILED}: {type(exc).__name__}: {exc}"[:500])
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
         key = arch.to_json()
@@ -186,7 +219,8 @@ class StudySearcher(Searcher):
         try:
             costs = self.costs(arch)
         except Exception as exc:  # noqa: BLE001 - record why, never crash the search
-            trial.set_user_attr("reason", f"cannot build: {type(exc).__name__}: {exc}"[:500])
+            # no worker took it, so it does not count toward the budget (record.counts_toward_budget)
+            trial.set_user_attr("reason", f"{CANNOT_BUILD}: {type(exc).__name__}: {exc}"[:500])
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             self.known[key] = _Known(trial.number, self._frozen(trial.number))
             self.counters.failed += 1
@@ -229,13 +263,25 @@ class StudySearcher(Searcher):
             if name in original.user_attrs:
                 trial.set_user_attr(name, original.user_attrs[name])
         if original.state == optuna.trial.TrialState.COMPLETE and original.values is not None:
-            for key, value in original.constraints.items():
+            # the original's constraints, completed to this study's keys (a record from an older nasconv
+            # may lack some)
+            constraints = self._constraints({}, stopped=bool(original.user_attrs.get("early_stopped")))
+            constraints.update({k: v for k, v in original.constraints.items() if k in constraints})
+            for key, value in constraints.items():
                 trial.set_constraint(key, value)
             self.study.tell(trial, list(original.values))
         else:
             reason = original.user_attrs.get("reason") or original.state.name.lower()
             trial.set_user_attr("reason", f"repeat of trial {original.number} ({reason})"[:500])
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def _constraints(self, costs: dict[str, float], *, stopped: bool) -> dict[str, float]:
+        """The constraint values of a trial told COMPLETE: every limit of the space (value / limit - 1,
+        0 where the cost is unknown) and ``early_stopped`` (1 if stopped early, else 0)."""
+        values = dict.fromkeys(self.limits, 0.0)
+        values.update(violations(self.space, costs))
+        values[EARLY_STOPPED] = 1.0 if stopped else 0.0
+        return values
 
     def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
         return self.study.get_trials(deepcopy=False)[number]  # numbers are consecutive from 0
@@ -267,16 +313,17 @@ class StudySearcher(Searcher):
             c.done += 1
         else:
             costs = {name: report.value(name) for name in ("params", "macs", "flops", "latency_ms")}
-            for key, value in violations(self.space, {k: v for k, v in costs.items() if v is not None}).items():
+            # a partial accuracy must never outrank a full-budget one: an early-stopped trial
+            # violates a constraint, so constrained dominance puts every complete trial above it
+            stopped = not report.infeasible and report.epoch < self.epochs
+            measured = {k: v for k, v in costs.items() if v is not None}
+            for key, value in self._constraints(measured, stopped=stopped).items():
                 trial.set_constraint(key, value)
             if report.infeasible:
                 trial.set_user_attr("infeasible", True)
                 c.infeasible += 1
-            elif report.epoch < self.epochs:
-                # a partial accuracy must never outrank a full-budget one: an early-stopped trial
-                # violates a constraint, so constrained dominance puts every complete trial above it
+            elif stopped:
                 trial.set_user_attr("early_stopped", True)
-                trial.set_constraint("early_stopped", 1.0)
                 c.stopped += 1
                 c.done += 1
             else:

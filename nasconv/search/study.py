@@ -2,8 +2,10 @@
 
 A results folder holds the study as ``study.db`` (SQLite, WAL mode) or names an RDB URL in
 ``storage.url``. Resuming refuses a space whose recorded values would change meaning (objectives,
-constraints, training, data, the architecture space); it accepts, with a note, changes that
-cannot (the trial count, workers, sampler, seed, early stopping).
+constraints, training, data, the architecture space) and a change of evaluation (training versus
+lookup in a table, or another table: the study records the mode, the table's path and the SHA-256
+of its content); it accepts, with a note, changes that cannot (the trial count, workers, sampler,
+seed, early stopping, a table moved to another path with the same content).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NasconvError, brief
 from .record import INTERRUPTED, counts_toward_budget
 from .space import Space, SpaceSpec
+from .tabular import table_digest
 
 if TYPE_CHECKING:
     import optuna
@@ -129,6 +132,46 @@ def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any
     return None if old == new else (path, old, new)
 
 
+EVALUATION_ATTR = "evaluation"
+"""The study's user attribute that records how trials were evaluated: ``{"mode": "training"}`` or
+``{"mode": "table", "table": PATH, "sha256": DIGEST}``."""
+
+
+def evaluation_record(table: str | Path | None) -> dict[str, str]:
+    """What a study records about how its trials are evaluated (see :data:`EVALUATION_ATTR`)."""
+    if table is None:
+        return {"mode": "training"}
+    return {"mode": "table", "table": str(Path(table).resolve()), "sha256": table_digest(table)}
+
+
+def evaluation_differences(recorded: Any, current: Mapping[str, str]) -> tuple[str | None, list[str]]:
+    """(the change of evaluation that forbids resuming, with what to do instead, or None; notes on
+    accepted changes)."""
+    if not isinstance(recorded, dict) or recorded.get("mode") not in ("training", "table"):
+        return None, ["the study does not record how its trials were evaluated (an older nasconv): not checked"]
+    if recorded["mode"] != current["mode"]:
+        if recorded["mode"] == "table":
+            return (
+                f"the study looked its trials up in a table ({recorded.get('table')}), this run would train them; "
+                "resume with that --table"
+            ), []
+        return (
+            f"the study trained its trials, this run would look them up in {current['table']}; resume without --table",
+            [],
+        )
+    if current["mode"] == "training":
+        return None, []
+    old_digest, new_digest = str(recorded.get("sha256", "")), current["sha256"]
+    if old_digest != new_digest:
+        return (
+            f"the table's content changed (sha256 {old_digest[:12]} -> {new_digest[:12]}; the study used "
+            f"{recorded.get('table')}); resume with that table"
+        ), []
+    if recorded.get("table") != current["table"]:
+        return None, [f"table {recorded.get('table')} -> {current['table']} (the same content)"]
+    return None, []
+
+
 def resume_differences(recorded: Mapping[str, Any], space: Space) -> tuple[str | None, list[str]]:
     """(the first change that forbids resuming, or None; notes on accepted changes)."""
     try:
@@ -169,7 +212,7 @@ class _Inspection:
     notes: tuple[str, ...] = ()
 
 
-def _inspect(space: Space, out: Path, *, storage: str | None, resume: bool) -> _Inspection:
+def _inspect(space: Space, out: Path, *, storage: str | None, resume: bool, table: str | Path | None) -> _Inspection:
     """Every check of :func:`open_or_create_study`, writing nothing."""
     import optuna
 
@@ -207,13 +250,16 @@ def _inspect(space: Space, out: Path, *, storage: str | None, resume: bool) -> _
             f"{out}: cannot resume: {refusal}, which changes the meaning of recorded trials; "
             f"use the original space, or --out DIR for a new search"
         )
-    return _Inspection(url=url, study=study, storage=rdb, notes=tuple(notes))
+    refusal, more = evaluation_differences(study.user_attrs.get(EVALUATION_ATTR), evaluation_record(table))
+    if refusal:
+        raise NasconvError(f"{out}: cannot resume: {refusal}, or --out DIR for a new search")
+    return _Inspection(url=url, study=study, storage=rdb, notes=tuple(notes + more))
 
 
-def check_study(space: Space, out: Path, *, storage: str | None, resume: bool) -> int:
+def check_study(space: Space, out: Path, *, storage: str | None, resume: bool, table: str | Path | None = None) -> int:
     """Check that a search may start (or resume) in ``out`` without writing anything; returns how
-    many trials of its budget are already done (0 for a new study)."""
-    found = _inspect(space, out, storage=storage, resume=resume)
+    many trials of its budget are already done (0 for a new study). ``table``: tabular mode's table."""
+    found = _inspect(space, out, storage=storage, resume=resume, table=table)
     if found.study is None:
         return 0
     return sum(counts_toward_budget(t) for t in found.study.get_trials(deepcopy=False))
@@ -226,14 +272,16 @@ def open_or_create_study(
     storage: str | None,
     resume: bool,
     sampler: Callable[[int], optuna.samplers.BaseSampler],
+    table: str | Path | None = None,
 ) -> OpenedStudy:
     """The study to search in. Refuses to overwrite an existing study, to resume a missing one, and
     to resume with a space whose recorded values would change meaning; checks everything before it
     changes anything. ``sampler(n)`` makes the sampler given the n trials already recorded (a resumed
-    sampler must not replay the random stream of the first run)."""
+    sampler must not replay the random stream of the first run). ``table``: tabular mode's table,
+    recorded in the study (a resume must use the same one)."""
     import optuna
 
-    found = _inspect(space, out, storage=storage, resume=resume)
+    found = _inspect(space, out, storage=storage, resume=resume, table=table)
     if found.study is not None:
         assert found.storage is not None
         fail_stale_trials(found.study, found.storage)
@@ -250,6 +298,7 @@ def open_or_create_study(
     study.set_user_attr("objectives", space.objectives)
     study.set_user_attr("genes", json.dumps(space.genes(), default=list))
     study.set_user_attr("space", space.spec.model_dump(mode="json"))
+    study.set_user_attr(EVALUATION_ATTR, evaluation_record(table))
     if storage:
         (out / STORAGE_FILE).write_text(storage + "\n")
     (out / NAME_FILE).write_text(space.name + "\n")

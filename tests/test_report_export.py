@@ -83,7 +83,10 @@ def test_report_command_writes_every_view(results: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     df = load_results(results)
     infeasible = (df["state"] == "INFEASIBLE").sum()
-    assert "◀ knee" in run.stdout and f"{infeasible} infeasible, 1 failed" in run.stdout
+    said = " ".join(run.stdout.split())  # as read, whatever the width the lines were wrapped at
+    assert "◀ knee" in said and f"{infeasible} infeasible, 1 failed" in said
+    text_lines = [line for line in run.stdout.splitlines() if str(results) not in line]  # paths stay whole
+    assert max(map(len, text_lines)) <= 80  # a pipe: 80 columns
     for name in (
         "report.html",
         "pareto.png",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,15 +55,26 @@ class Breakdown:
         return [b for b in self.blocks if b.stage == stage]
 
 
-def options_text(stage: StageArch) -> str:
-    """A stage's kernel, dilation and kind options as people read them."""
-    parts = [f"{stage.kernel}×{stage.kernel}"]
+def option_parts(stage: StageArch) -> list[str]:
+    """A stage's kernel, dilation and kind options as people read them, one part each: a flag is
+    named when on (``depthwise``, ``shuffle``) and left out when off, as in the short labels."""
+    parts = [f"{stage.kernel}×{stage.kernel}"] if stage.uses_kernel else []
     if stage.dilation != 1:
         parts.append(f"dilation {stage.dilation}")
     for name, option in stage.options:
-        shown = "-".join(str(v) for v in option) if isinstance(option, (list, tuple)) else option
-        parts.append(f"{name} {shown}")
-    return ", ".join(parts)
+        if isinstance(option, bool):
+            if option:
+                parts.append(name)
+        elif isinstance(option, (list, tuple)):
+            parts.append(f"{name} {'-'.join(str(v) for v in option)}")
+        elif option is not None:
+            parts.append(f"{name} {option:g}" if isinstance(option, float) else f"{name} {option}")
+    return parts
+
+
+def options_text(stage: StageArch) -> str:
+    """:func:`option_parts` in one line: ``3×3, experts 4``, ``3×3, depthwise, experts 4``."""
+    return ", ".join(option_parts(stage))
 
 
 def breakdown(arch: Arch) -> Breakdown:
@@ -143,7 +155,28 @@ def breakdown(arch: Arch) -> Breakdown:
     return Breakdown(arch=arch, blocks=tuple(blocks), params=prof.params, macs=prof.macs)
 
 
-TABLE_COLUMNS = ("block", "kind", "options", "channels", "stride", "output", "SE", "params", "share", "MACs", "share ")
+TABLE_COLUMNS = (
+    "block",
+    "kind",
+    "options",
+    "channels",
+    "stride",
+    "output",
+    "SE",
+    "params",
+    "params %",
+    "MACs",
+    "MACs %",
+)
+"""The block table of the report page (:func:`block_rows`)."""
+
+TERMINAL_COLUMNS = ("block", "conv", "output", "params", "MACs")
+"""The block table of ``nasconv report DIR --trial N`` (:func:`terminal_rows`): narrow enough for 80
+columns, the conv column wraps."""
+
+
+def _output(b: BlockCost) -> str:
+    return f"{b.out_channels}×{b.out_size}×{b.out_size}" if b.name != "head" else f"{b.out_channels} classes"
 
 
 def block_rows(parts: Breakdown) -> list[tuple[str, ...]]:
@@ -157,7 +190,7 @@ def block_rows(parts: Breakdown) -> list[tuple[str, ...]]:
                 b.options or display.MISSING,
                 f"{b.in_channels}→{b.out_channels}",
                 str(b.stride),
-                f"{b.out_channels}×{b.out_size}×{b.out_size}" if b.name != "head" else f"{b.out_channels} classes",
+                _output(b),
                 f"{b.se:g}" if b.se else display.MISSING,
                 display.count(b.params),
                 display.share(b.params_share),
@@ -166,6 +199,33 @@ def block_rows(parts: Breakdown) -> list[tuple[str, ...]]:
             )
         )
     rows.append(("total", "", "", "", "", "", "", display.count(parts.params), "", display.count(parts.macs), ""))
+    return rows
+
+
+def terminal_rows(parts: Breakdown) -> list[tuple[str, ...]]:
+    """The block table for a terminal (columns: ``TERMINAL_COLUMNS``): the kind with its options,
+    stride and SE in one wrapping ``conv`` cell, params and MACs each with their share."""
+
+    def with_share(value: int, fraction: float | None) -> str:
+        return f"{display.count(value):>5} {display.share(fraction) if fraction is not None else '':>4}"
+
+    rows: list[tuple[str, ...]] = []
+    for b in parts.blocks:
+        conv = [b.options] if b.options else []
+        if b.stride != 1:
+            conv.append(f"stride {b.stride}")
+        if b.se:
+            conv.append(f"SE {b.se:g}")
+        rows.append(
+            (
+                b.name,
+                f"{b.kind} {', '.join(conv)}".strip(),
+                _output(b),
+                with_share(b.params, b.params_share),
+                with_share(b.macs, b.macs_share),
+            )
+        )
+    rows.append(("total", "", "", with_share(parts.params, None), with_share(parts.macs, None)))
     return rows
 
 
@@ -190,8 +250,37 @@ def describe(arch: Arch | str | dict[str, Any] | None) -> str:
 
 # --- the block diagram ------------------------------------------------------------------------
 
-_BOX_W, _BOX_H, _GAP, _PAD, _LINE = 150, 176, 30, 10, 15
+# Advance widths of DejaVu Sans (regular, bold) in 1/1000 em for the printable ASCII characters and
+# × → · – : the font Chromium falls back to for system-ui on Linux, and wider than the system fonts
+# of macOS and Windows, so text measured with it fits in any of them.
+_FONT_CHARS = "".join(chr(c) for c in range(32, 127)) + "×→·–"
+_REGULAR = (
+    "318 401 460 838 636 950 780 275 390 390 500 838 318 361 318 337 636 636 636 636 636 636 636 636 636 636 "
+    "337 337 838 838 838 531 1000 684 686 698 770 632 575 775 752 295 295 656 557 863 748 787 603 787 695 635 "
+    "611 732 684 989 685 611 685 390 337 390 838 500 500 613 635 550 635 615 352 635 634 278 278 579 278 974 "
+    "634 612 635 635 411 521 392 634 592 818 592 592 525 636 337 636 838 838 838 318 500"
+)
+_BOLD = (
+    "348 456 521 838 696 1002 872 306 457 457 523 838 380 415 380 365 696 696 696 696 696 696 696 696 696 696 "
+    "400 400 838 838 838 580 1000 774 762 734 830 683 683 821 837 372 372 775 637 995 837 850 733 850 770 720 "
+    "682 812 774 1103 771 724 725 457 365 457 838 500 500 675 716 593 716 678 435 716 712 343 343 665 343 1042 "
+    "712 687 716 716 493 595 478 712 652 924 645 652 582 712 365 712 838 838 838 380 500"
+)
+_WIDTHS = {
+    False: dict(zip(_FONT_CHARS, map(int, _REGULAR.split()))),
+    True: dict(zip(_FONT_CHARS, map(int, _BOLD.split()))),
+}
+
+
+def text_width(text: str, size: float, *, bold: bool = False) -> float:
+    """The width of ``text`` in pixels at font ``size`` (an unknown character counts one em)."""
+    widths = _WIDTHS[bold]
+    return size * sum(widths.get(ch, 1000) for ch in text) / 1000
+
+
+_MIN_W, _MAX_W, _GAP, _PAD, _LINE = 150, 236, 30, 10, 15
 _HEADER = 26
+_TITLE_SIZE, _TEXT_SIZE, _CAPTION_SIZE = 12, 11, 10
 
 
 def _text(x: float, y: float, text: str, **attrs: Any) -> str:
@@ -204,14 +293,30 @@ def _bar(x: float, y: float, width: float, fraction: float, color: str, caption:
     return (
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{width:.0f}" height="7" rx="2" fill="#eee"/>'
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{filled:.1f}" height="7" rx="2" fill="{color}"/>'
-        + _text(x, y + 18, caption, font_size=10, fill="#444")
+        + _text(x, y + 18, caption, font_size=_CAPTION_SIZE, fill="#444")
     )
+
+
+def wrap(parts: list[str], width: float, size: float) -> list[str]:
+    """``parts`` joined with ", " into lines no wider than ``width`` pixels at font ``size``, broken
+    only between parts (a part wider than a line gets a line of its own)."""
+    lines: list[str] = []
+    for i, part in enumerate(parts):
+        comma = "," if i < len(parts) - 1 else ""  # a line that goes on ends in a comma: room for it
+        if lines and text_width(f"{lines[-1]}, {part}{comma}", size) <= width:
+            lines[-1] = f"{lines[-1]}, {part}"
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(part)
+    return lines
 
 
 @dataclass(frozen=True)
 class _Box:
     title: str
-    lines: list[str]
+    lines: list[list[str]]
+    """Each line as its parts: a line too long for the box wraps between parts."""
     color: str
     css: str
     params: int
@@ -219,23 +324,50 @@ class _Box:
     params_share: float
     macs_share: float
 
+    def captions(self) -> tuple[str, str]:
+        return (
+            f"MACs {display.count(self.macs)} · {display.share(self.macs_share)}",
+            f"params {display.count(self.params)} · {display.share(self.params_share)}",
+        )
 
-def _draw_box(x: float, box: _Box) -> str:
+    def width(self) -> float:
+        """Wide enough for its title, captions and its widest part, at least ``_MIN_W``; lines wrap at
+        ``_MAX_W``."""
+        needed = max(
+            text_width(self.title, _TITLE_SIZE, bold=True),
+            *(text_width(c, _CAPTION_SIZE) for c in self.captions()),
+            *(text_width(", ".join(line), _TEXT_SIZE) for line in self.lines),
+        )
+        widest_part = max((text_width(p + ",", _TEXT_SIZE) for line in self.lines for p in line), default=0.0)
+        return float(math.ceil(max(_MIN_W, min(_MAX_W, needed + 2 * _PAD + 2), widest_part + 2 * _PAD + 2)))
+
+    def wrapped(self) -> list[str]:
+        inner = self.width() - 2 * _PAD - 2
+        return [text for line in self.lines for text in wrap(line, inner, _TEXT_SIZE)]
+
+
+def _box_height(lines: int) -> float:
+    return _HEADER + 16 + (lines - 1) * _LINE + 14 + 54
+
+
+def _draw_box(x: float, box: _Box, height: float) -> str:
+    width = box.width()
     out = [
         f'<g class="{box.css}">',
-        f'<rect x="{x:.0f}" y="0.5" width="{_BOX_W}" height="{_BOX_H}" rx="6" fill="#fff" stroke="{box.color}" '
-        'stroke-width="1.5"/>',
-        f'<path d="M{x:.0f},{_HEADER} v-{_HEADER - 6} a6,6 0 0 1 6,-5.5 h{_BOX_W - 12} a6,6 0 0 1 6,5.5 '
+        f'<rect x="{x:.0f}" y="0.5" width="{width:.0f}" height="{height:.0f}" rx="6" fill="#fff" '
+        f'stroke="{box.color}" stroke-width="1.5"/>',
+        f'<path d="M{x:.0f},{_HEADER} v-{_HEADER - 6} a6,6 0 0 1 6,-5.5 h{width - 12:.0f} a6,6 0 0 1 6,5.5 '
         f'v{_HEADER - 6} z" fill="{box.color}"/>',
-        _text(x + _PAD, 18, box.title, font_weight="bold", fill="#fff", font_size=12),
+        _text(
+            x + _PAD, 18, box.title, font_weight="bold", fill=display.contrast_text(box.color), font_size=_TITLE_SIZE
+        ),
     ]
-    for i, line in enumerate(box.lines):
-        out.append(_text(x + _PAD, _HEADER + 16 + i * _LINE, line, font_size=11, fill="#222"))
-    bottom, width = _BOX_H - 58, _BOX_W - 2 * _PAD
-    macs = f"MACs {display.count(box.macs)} · {display.share(box.macs_share)}"
-    params = f"params {display.count(box.params)} · {display.share(box.params_share)}"
-    out.append(_bar(x + _PAD, bottom, width, box.macs_share, box.color, macs))
-    out.append(_bar(x + _PAD, bottom + 27, width, box.params_share, box.color, params))
+    for i, line in enumerate(box.wrapped()):
+        out.append(_text(x + _PAD, _HEADER + 16 + i * _LINE, line, font_size=_TEXT_SIZE, fill="#222"))
+    bottom, bar_width = height - 54, width - 2 * _PAD
+    macs, params = box.captions()
+    out.append(_bar(x + _PAD, bottom, bar_width, box.macs_share, box.color, macs))
+    out.append(_bar(x + _PAD, bottom + 27, bar_width, box.params_share, box.color, params))
     out.append("</g>")
     return "".join(out)
 
@@ -247,10 +379,10 @@ def _boxes(parts: Breakdown) -> list[_Box]:
         _Box(
             "stem",
             [
-                f"standard {stem.options}",
-                f"{arch.stem_channels} ch · stride {arch.stem_stride}",
-                "relu",
-                f"→ {stem.out_channels}×{stem.out_size}×{stem.out_size}",
+                [f"standard {stem.options}"],
+                [f"{arch.stem_channels} ch · stride {arch.stem_stride}"],
+                ["relu"],
+                [f"→ {stem.out_channels}×{stem.out_size}×{stem.out_size}"],
             ],
             "#6b6b6b",
             "block stem",
@@ -267,11 +399,11 @@ def _boxes(parts: Breakdown) -> list[_Box]:
             _Box(
                 f"stage {s} · {stage.kind}",
                 [
-                    options_text(stage),
-                    f"{stage.channels} ch · stride {stage.stride}",
-                    f"depth {stage.depth} · " + (f"SE {stage.se:g}" if stage.se else "no SE"),
-                    stage.activation,
-                    f"→ {last.out_channels}×{last.out_size}×{last.out_size}",
+                    option_parts(stage),
+                    [f"{stage.channels} ch · stride {stage.stride}"],
+                    [f"depth {stage.depth} · " + (f"SE {stage.se:g}" if stage.se else "no SE")],
+                    [stage.activation],
+                    [f"→ {last.out_channels}×{last.out_size}×{last.out_size}"],
                 ],
                 display.kind_color(stage.kind),
                 "block stage",
@@ -284,7 +416,11 @@ def _boxes(parts: Breakdown) -> list[_Box]:
     boxes.append(
         _Box(
             "head",
-            ["global avg pool", f"linear {head.in_channels}→{arch.classes}", *([head.options] if head.options else [])],
+            [
+                ["global avg pool"],
+                [f"linear {head.in_channels}→{arch.classes}"],
+                *([[head.options]] if head.options else []),
+            ],
             "#6b6b6b",
             "block head",
             head.params,
@@ -299,34 +435,36 @@ def _boxes(parts: Breakdown) -> list[_Box]:
 def architecture_svg(parts: Breakdown, *, title: str = "", trial: int | None = None) -> str:
     """The network as a row of blocks, input → stem → each stage → head: a stage's kind, options,
     channels, stride, depth, SE and activation, its output shape, and its share of the MACs and
-    params as bars. Self-contained SVG (no script, no external fonts, no ids)."""
+    params as bars. Each box is as wide as its text (long option lists wrap), the header text dark
+    or white by the kind colour's luminance. Self-contained SVG (no script, no external fonts, no ids)."""
     arch = parts.arch
     boxes = _boxes(parts)
+    box_height = _box_height(max(len(b.wrapped()) for b in boxes))
     input_w = 78
-    width = input_w + _GAP + len(boxes) * (_BOX_W + _GAP) - _GAP + 2
-    height = _BOX_H + 2
-    mid = _BOX_H / 2
+    width = input_w + _GAP + sum(b.width() + _GAP for b in boxes) - _GAP + 2
+    height = box_height + 2
+    mid = box_height / 2
     body = [
         f'<g class="input"><rect x="1" y="{mid - 24:.0f}" width="{input_w - 2}" height="48" rx="6" fill="#f4f4f4" '
         'stroke="#999"/>',
-        _text(input_w / 2, mid - 4, "input", text_anchor="middle", font_size=11, font_weight="bold"),
+        _text(input_w / 2, mid - 4, "input", text_anchor="middle", font_size=_TEXT_SIZE, font_weight="bold"),
         _text(
             input_w / 2,
             mid + 12,
             f"{arch.input_channels}×{arch.input_size}×{arch.input_size}",
             text_anchor="middle",
-            font_size=11,
+            font_size=_TEXT_SIZE,
         ),
         "</g>",
     ]
-    x = input_w + _GAP
+    x: float = input_w + _GAP
     for box in boxes:
         body.append(  # an arrow drawn, not a <marker>: ids would repeat across the diagrams of a page
             f'<path d="M{x - _GAP + 2:.0f},{mid:.0f} h{_GAP - 9}" stroke="#888" stroke-width="1.5"/>'
             f'<path d="M{x - 2:.0f},{mid:.0f} l-7,-4 v8 z" fill="#888"/>'
         )
-        body.append(_draw_box(x, box))
-        x += _BOX_W + _GAP
+        body.append(_draw_box(x, box, box_height))
+        x += box.width() + _GAP
     label = title or f"{arch.short()}: {display.count(parts.params)} params, {display.count(parts.macs)} MACs"
     trial_attr = f' data-trial="{trial}"' if trial is not None else ""
     return (
@@ -338,11 +476,16 @@ def architecture_svg(parts: Breakdown, *, title: str = "", trial: int | None = N
 
 __all__ = [
     "TABLE_COLUMNS",
+    "TERMINAL_COLUMNS",
     "BlockCost",
     "Breakdown",
     "architecture_svg",
     "block_rows",
     "breakdown",
     "describe",
+    "option_parts",
     "options_text",
+    "terminal_rows",
+    "text_width",
+    "wrap",
 ]

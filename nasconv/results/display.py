@@ -120,6 +120,44 @@ def tick_format(name: str) -> str:
     return ""
 
 
+def log_ticks(low: float, high: float, most: int = 7, gap: float = 0.15) -> list[float]:
+    """Tick values for a log axis from ``low`` to ``high``: powers of ten, or 1-3, 1-2-5, 1-2-3-5
+    mantissas, whichever is the densest with at most ``most`` ticks no closer than ``gap`` of the
+    axis (so that labels like ``200k`` and ``300k`` never touch); at least two where possible."""
+    if not (low > 0 and high > low):
+        return [low] if low > 0 else []
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    span = math.log10(high) - math.log10(low)
+    best: list[float] = []
+    for mantissas in ((1,), (1, 3), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 5, 7)):
+        ticks = [
+            float(f"{m * 10.0**e:.6g}") for e in range(first, last + 1) for m in mantissas if low <= m * 10.0**e <= high
+        ]
+        closest = min((math.log10(b / a) for a, b in zip(ticks, ticks[1:])), default=span)
+        if len(ticks) <= most and (closest >= gap * span or len(best) < 2):
+            best = ticks
+    if len(best) < 2:  # a range inside one step of the sparsest scheme: its ends, rounded
+        best = sorted({float(f"{low:.2g}"), float(f"{high:.2g}")})
+    return best
+
+
+def contrast_text(background: str) -> str:
+    """Black-ish or white text, whichever contrasts more with ``background`` (``#rrggbb``; WCAG
+    relative luminance): white on blue, dark on yellow."""
+
+    def channel(hex_pair: str) -> float:
+        c = int(hex_pair, 16) / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    code = background.lstrip("#")
+    r, g, b = (channel(code[i : i + 2]) for i in (0, 2, 4))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    dark = 0.2126 * channel("22") + 0.7152 * channel("22") + 0.0722 * channel("22")
+    on_white = 1.05 / (luminance + 0.05)
+    on_dark = (luminance + 0.05) / (dark + 0.05)
+    return "#fff" if on_white >= on_dark else "#222"
+
+
 def kind_color(kind: str) -> str:
     """The colour of a conv kind, the same in every plot and diagram (registered order)."""
     from ..ops import registered_kinds
@@ -145,9 +183,11 @@ __all__ = [
     "COUNT_TICKS",
     "MISSING",
     "PERCENT_TICKS",
+    "contrast_text",
     "count",
     "kind_color",
     "label",
+    "log_ticks",
     "milliseconds",
     "percent",
     "seconds",

@@ -3,8 +3,9 @@
 For a stage and a kind, the kind's front is the non-dominated set of the full-budget trials
 that used that kind in that stage (in each pair of objectives with 3+). Overlaid per stage, the
 fronts show where each kind wins; the verdict table says, per stage, which kinds reach the
-global front and which are dominated everywhere (none of their trials is on it), and which kinds
-the space allowed that no full-budget trial used.
+global front and which are dominated everywhere (none of their trials is on it), which kinds only
+early-stopped (or failed) trials used there, so there is no full-budget evidence for them, and
+which kinds the space allowed that no trial trained.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import pandas as pd
 
 from ..ops import registered_kinds
 from ..search.multi_objective import minimised, non_dominated
+from ..search.record import FAIL, STOPPED
 from . import display
 from .front import full_budget, knee, pareto
-from .plots import axis_settings, format_axis, hover_text, log_scale, objective_pairs, png_figure, staircase
+from .plots import AxisView, axis_view, hover_text, objective_pairs, png_figure, staircase
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,8 +36,12 @@ class StageVerdict:
     """Full-budget trials per kind used in this stage."""
     on_front: dict[str, int]
     """Trials on the global front per kind (kinds with none are absent)."""
+    stopped_only: dict[str, int] = field(default_factory=dict)
+    """Kinds no full-budget trial used here, only early-stopped ones (how many): no evidence yet."""
+    failed_only: dict[str, int] = field(default_factory=dict)
+    """Kinds used here only by trials that failed (how many)."""
     untried: tuple[str, ...] = field(default=())
-    """Kinds the space allows here that no full-budget trial used."""
+    """Kinds the space allows here that no trial trained (never proposed, or only infeasible)."""
 
     @property
     def dominated(self) -> tuple[str, ...]:
@@ -75,35 +81,46 @@ def space_kinds(space: Mapping[str, Any] | None) -> list[list[str]] | None:
 def verdicts(
     df: pd.DataFrame, objectives: Sequence[str], allowed: Sequence[Sequence[str]] | None = None
 ) -> list[StageVerdict]:
-    """Per stage: full-budget trials per kind, how many of them are on the global front, and the
-    allowed kinds nobody trained."""
+    """Per stage: full-budget trials per kind, how many of them are on the global front, the kinds
+    only early-stopped or failed trials used, and the allowed kinds no trial trained."""
     done = full_budget(df, objectives)
     uses = stage_kinds(done)
+    stopped_uses = stage_kinds(df[df["state"] == STOPPED])
+    failed_uses = stage_kinds(df[df["state"] == FAIL])
     front_numbers = set(pareto(df, objectives)["number"])
-    stages = sorted(set(uses["stage"])) if not uses.empty else []
+    seen = pd.concat([uses, stopped_uses, failed_uses])
+    stages = sorted(set(seen["stage"])) if not seen.empty else []
     if allowed is not None:
         stages = list(range(max(len(allowed), len(stages) and max(stages) + 1)))
+
+    def per_kind(frame: pd.DataFrame, stage: int) -> dict[str, int]:
+        here = frame[frame["stage"] == stage]
+        return {k: int((here["kind"] == k).sum()) for k in _kind_order(list(here["kind"]))}
+
     out = []
     for stage in stages:
         here = uses[uses["stage"] == stage]
-        kinds = _kind_order(list(here["kind"]))
-        trained = {k: int((here["kind"] == k).sum()) for k in kinds}
-        on_front = {k: int(here[(here["kind"] == k)]["number"].isin(front_numbers).sum()) for k in kinds}
+        trained = per_kind(uses, stage)
+        on_front = {k: int(here[(here["kind"] == k)]["number"].isin(front_numbers).sum()) for k in trained}
+        stopped = {k: n for k, n in per_kind(stopped_uses, stage).items() if k not in trained}
+        failed = {k: n for k, n in per_kind(failed_uses, stage).items() if k not in trained and k not in stopped}
         permitted = list(allowed[stage]) if allowed is not None and stage < len(allowed) else []
         out.append(
             StageVerdict(
                 stage=stage,
                 trained=trained,
                 on_front={k: n for k, n in on_front.items() if n},
-                untried=tuple(k for k in permitted if k not in trained),
+                stopped_only=stopped,
+                failed_only=failed,
+                untried=tuple(k for k in permitted if k not in trained and k not in stopped and k not in failed),
             )
         )
     return out
 
 
-def verdict_lines(items: Sequence[StageVerdict]) -> list[str]:
-    """The verdicts as plain text, one line per stage (terminal)."""
-    lines = []
+def verdict_parts(items: Sequence[StageVerdict]) -> list[tuple[str, list[str]]]:
+    """Per stage, its verdicts as plain-text parts: ``('stage 0', ['on the front: dsc (2 of 3)', ...])``."""
+    out = []
     for v in items:
         parts = [
             "on the front: "
@@ -111,10 +128,19 @@ def verdict_lines(items: Sequence[StageVerdict]) -> list[str]:
         ]
         if v.dominated:
             parts.append("dominated everywhere: " + ", ".join(v.dominated))
+        if v.stopped_only:
+            parts.append("only stopped early: " + ", ".join(f"{k} ({n})" for k, n in v.stopped_only.items()))
+        if v.failed_only:
+            parts.append("only failed: " + ", ".join(f"{k} ({n})" for k, n in v.failed_only.items()))
         if v.untried:
             parts.append("not trained: " + ", ".join(v.untried))
-        lines.append(f"stage {v.stage}: " + "; ".join(parts))
-    return lines
+        out.append((f"stage {v.stage}", parts))
+    return out
+
+
+def verdict_lines(items: Sequence[StageVerdict]) -> list[str]:
+    """The verdicts as plain text, one line per stage."""
+    return [f"{stage}: " + "; ".join(parts) for stage, parts in verdict_parts(items)]
 
 
 def _chip(kind: str, text: str = "") -> str:
@@ -125,15 +151,23 @@ def _chip(kind: str, text: str = "") -> str:
 
 
 def verdict_table_html(items: Sequence[StageVerdict]) -> str:
+    """The verdicts as a table: per stage, the kinds on the global front (with how many of their
+    full-budget trials are), dominated everywhere, used only by stopped or failed trials, never trained."""
     rows = [
         "<table class='t verdicts'><thead><tr><th>stage</th><th>on the global front "
-        "(front trials of trained)</th><th>dominated everywhere</th><th>not trained</th></tr></thead><tbody>"
+        "(front trials of full-budget ones)</th><th>dominated everywhere</th>"
+        "<th>only stopped early or failed</th><th>not trained</th></tr></thead><tbody>"
     ]
     for v in items:
         front = " ".join(_chip(k, f" {n} of {v.trained[k]}") for k, n in v.on_front.items()) or display.MISSING
         dominated = " ".join(_chip(k, f" ({v.trained[k]})") for k in v.dominated) or display.MISSING
+        partial = [_chip(k, f" ({n} stopped)") for k, n in v.stopped_only.items()]
+        partial += [_chip(k, f" ({n} failed)") for k, n in v.failed_only.items()]
         untried = " ".join(_chip(k) for k in v.untried) or display.MISSING
-        rows.append(f"<tr><td>stage {v.stage}</td><td>{front}</td><td>{dominated}</td><td>{untried}</td></tr>")
+        rows.append(
+            f"<tr><td class='stage'>stage {v.stage}</td><td>{front}</td><td>{dominated}</td>"
+            f"<td>{' '.join(partial) or display.MISSING}</td><td>{untried}</td></tr>"
+        )
     rows.append("</tbody></table>")
     return "".join(rows)
 
@@ -162,6 +196,11 @@ def _panels(df: pd.DataFrame, objectives: Sequence[str], stages: Sequence[int]) 
     return [_Panel(s, x, y) for s in stages for x, y in pairs], len(pairs)
 
 
+def _views(done: pd.DataFrame, objectives: Sequence[str]) -> dict[str, AxisView]:
+    names = {n for pair in objective_pairs(objectives) for n in pair}
+    return {n: axis_view(n, done[n]) for n in names}
+
+
 def evidence_figure(df: pd.DataFrame, objectives: Sequence[str]) -> Any:
     """Per stage, each conv kind's front (staircase in 2-D) over its trials, the global front dashed
     and the knee marked; one legend entry per kind toggles it in every panel."""
@@ -181,6 +220,7 @@ def evidence_figure(df: pd.DataFrame, objectives: Sequence[str]) -> Any:
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.07, vertical_spacing=0.16)
     front = pareto(df, objectives)
     knee_row = knee(df, objectives) if not front.empty else None
+    views = _views(done, objectives)
     shown_kinds: set[str] = set()
     for index, p in enumerate(panels):
         row, col = index // cols + 1, index % cols + 1
@@ -241,13 +281,13 @@ def evidence_figure(df: pd.DataFrame, objectives: Sequence[str]) -> Any:
                 row=row,
                 col=col,
             )
-        if knee_row is not None:
+        if knee_row is not None:  # hollow: the kind's own point stays visible inside it
             fig.add_trace(
                 go.Scatter(
                     x=[knee_row[p.x]],
                     y=[knee_row[p.y]],
                     mode="markers+text",
-                    marker={"symbol": "star", "size": 15, "color": "#111"},
+                    marker={"symbol": "star-open", "size": 20, "color": "#111", "line": {"width": 2}},
                     text=[f"knee: trial {int(knee_row['number'])}"],
                     textposition="bottom right",
                     textfont={"size": 11},
@@ -261,8 +301,8 @@ def evidence_figure(df: pd.DataFrame, objectives: Sequence[str]) -> Any:
                 row=row,
                 col=col,
             )
-        fig.update_xaxes(**axis_settings(p.x, done[p.x]), row=row, col=col)
-        fig.update_yaxes(**axis_settings(p.y, done[p.y]), row=row, col=col)
+        fig.update_xaxes(**views[p.x].plotly(), row=row, col=col)
+        fig.update_yaxes(**views[p.y].plotly(), row=row, col=col)
     fig.update_layout(
         template="plotly_white",
         height=max(420, 380 * rows),
@@ -283,6 +323,7 @@ def plot_evidence_png(df: pd.DataFrame, objectives: Sequence[str], path: Path) -
     rows = -(-len(panels) // cols)
     front = pareto(df, objectives)
     knee_row = knee(df, objectives) if not front.empty else None
+    views = _views(done, objectives)
     with png_figure(path, rows, cols, (5.0, 4.0)) as (fig, axes):
         handles: dict[str, Any] = {}
         for ax, p in zip(axes.flat, panels):
@@ -306,7 +347,16 @@ def plot_evidence_png(df: pd.DataFrame, objectives: Sequence[str], path: Path) -
                     drawstyle="steps-post",
                 )[0]
             if knee_row is not None:
-                handles["knee"] = ax.scatter([knee_row[p.x]], [knee_row[p.y]], s=160, marker="*", c="#111", zorder=4)
+                handles["knee"] = ax.scatter(
+                    [knee_row[p.x]],
+                    [knee_row[p.y]],
+                    s=260,
+                    marker="*",
+                    facecolors="none",
+                    edgecolors="#111",
+                    linewidths=1.3,
+                    zorder=4,
+                )
                 ax.annotate(
                     f"knee: trial {int(knee_row['number'])}",
                     (knee_row[p.x], knee_row[p.y]),
@@ -317,12 +367,8 @@ def plot_evidence_png(df: pd.DataFrame, objectives: Sequence[str], path: Path) -
             ax.set_title(
                 f"stage {p.stage}" + ("" if len(objectives) == 2 else f": {display.label(p.y)} vs {display.label(p.x)}")
             )
-            ax.set_xlabel(display.label(p.x) if p.x != "number" else "trial")
-            ax.set_ylabel(display.label(p.y))
-            if log_scale(p.x, done[p.x]):
-                ax.set_xscale("log")
-            format_axis(ax.xaxis, p.x)
-            format_axis(ax.yaxis, p.y)
+            views[p.x].apply(ax, "x")
+            views[p.y].apply(ax, "y")
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(panels) :]:
             ax.axis("off")
@@ -342,6 +388,7 @@ __all__ = [
     "space_kinds",
     "stage_kinds",
     "verdict_lines",
+    "verdict_parts",
     "verdict_table_html",
     "verdicts",
 ]

@@ -6,13 +6,15 @@ Everything here reads the Optuna study (the record) and never writes to it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..errors import NasconvError
+from ..errors import NasconvError, brief
 from ..files import atomic_write
+from ..search.multi_objective import CONSTRAINTS, OBJECTIVES
 from ..search.record import trial_state
 from ..search.study import open_study
 from .front import full_budget, pareto
@@ -20,13 +22,28 @@ from .front import full_budget, pareto
 COST_COLUMNS = ["params", "macs", "flops", "latency_ms", "train_seconds", "epochs"]
 
 
-def trials_frame(study: Any) -> pd.DataFrame:
+def trials_frame(study: Any, where: str | Path = "") -> pd.DataFrame:
     """One row per trial: number, state, objectives, costs, the architecture, and why it failed or
-    which trial it repeats."""
-    objectives = list(study.user_attrs.get("objectives") or [])
+    which trial it repeats. A record that cannot be read (``where`` names it: the results folder) is a
+    NasconvError naming the trial, never a traceback from deep inside a plot."""
+    prefix = f"{where}: " if where else ""
+    objectives = study.user_attrs.get("objectives")
+    if (
+        not isinstance(objectives, list)
+        or len(objectives) != len(study.directions)
+        or any(o not in OBJECTIVES for o in objectives)
+    ):
+        raise NasconvError(
+            f"{prefix}the study records objectives {brief(objectives)}, not a list of "
+            f"{len(study.directions)} of {', '.join(OBJECTIVES)}: is it a nasconv study?"
+        )
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
+        arch = attrs.get("arch")
+        problem = _unreadable(arch) if arch is not None else None
+        if problem:
+            raise NasconvError(f"{prefix}trial {t.number}: the stored architecture {problem}: {brief(arch)}")
         row: dict[str, Any] = {"number": t.number, "state": trial_state(t)}
         values = t.values if t.values is not None else [None] * len(objectives)
         for name, value in zip(objectives, values):
@@ -52,7 +69,33 @@ def trials_frame(study: Any) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=columns)
     df["repeat_of"] = df["repeat_of"].astype("Int64")
     df.attrs["objectives"] = objectives
+    df.attrs["constraints"] = recorded_limits(study)
     return df
+
+
+def _unreadable(text: Any) -> str | None:
+    """Why a stored architecture cannot be read as one, or None (its fields are checked where it is built)."""
+    if not isinstance(text, str):
+        return "is not a nasconv architecture (not JSON text)"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "is not valid JSON"
+    return None if isinstance(data, dict) else "is not a nasconv architecture"
+
+
+def recorded_limits(study: Any) -> dict[str, float]:
+    """The space's constraints by the column they limit (``max_macs: 300000`` -> ``{'macs': 300000.0}``),
+    from the space recorded in the study; plots draw them and say by how much a trial was over."""
+    space = study.user_attrs.get("space")
+    constraints = space.get("constraints") if isinstance(space, dict) else None
+    if not isinstance(constraints, dict):
+        return {}
+    return {
+        CONSTRAINTS[name]: float(limit)
+        for name, limit in constraints.items()
+        if name in CONSTRAINTS and isinstance(limit, (int, float))
+    }
 
 
 def trial_row(df: pd.DataFrame, number: int, where: str = "") -> pd.Series:
@@ -69,13 +112,13 @@ def trial_row(df: pd.DataFrame, number: int, where: str = "") -> pd.Series:
 
 def load_results(folder: str | Path) -> pd.DataFrame:
     """Every trial of the search stored in ``folder``, one row each (``df.attrs['objectives']``)."""
-    return trials_frame(open_study(folder))
+    return trials_frame(open_study(folder), folder)
 
 
 def write_results(study: Any, folder: str | Path, *, plots: bool = True) -> pd.DataFrame:
     """trials.csv, pareto.csv and (with ``plots``) pareto.png / pareto.html, from the study."""
     folder = Path(folder)
-    df = trials_frame(study)
+    df = trials_frame(study, folder)
     objectives = df.attrs["objectives"]
     write_csv(df, folder / "trials.csv")
     front = pareto(df, objectives)
@@ -89,6 +132,18 @@ def write_results(study: Any, folder: str | Path, *, plots: bool = True) -> pd.D
     return df
 
 
+INTEGER_COLUMNS = ("macs", "flops", "params", "epochs")
+"""Counts: written as integers (152896, not 152896.0) when every known value is whole."""
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """``df`` as CSV, counts as integers (an unknown count stays empty)."""
+    out = df.copy()
+    for name in INTEGER_COLUMNS:
+        if name in out:
+            values = pd.to_numeric(out[name], errors="coerce")
+            known = values.dropna()
+            if (known == known.round()).all():
+                out[name] = values.round().astype("Int64")
     with atomic_write(path) as f:
-        df.to_csv(f, index=False)
+        out.to_csv(f, index=False)

@@ -33,13 +33,22 @@ from ..search.multi_objective import hypervolume as exact_hypervolume
 from ..search.record import COMPLETE, FAIL, INFEASIBLE, REPEAT, RUNNING, STOPPED, counts_toward_budget, trial_state
 from ..search.study import open_study
 from . import display
-from .architecture import TABLE_COLUMNS, Breakdown, architecture_svg, block_rows, breakdown, describe
+from .architecture import (
+    TABLE_COLUMNS,
+    TERMINAL_COLUMNS,
+    Breakdown,
+    architecture_svg,
+    block_rows,
+    breakdown,
+    describe,
+    terminal_rows,
+)
 from .evidence import (
     StageVerdict,
     evidence_figure,
     plot_evidence_png,
     space_kinds,
-    verdict_lines,
+    verdict_parts,
     verdict_table_html,
     verdicts,
 )
@@ -53,6 +62,8 @@ from .plots import (
     SEARCH_COLORS,
     Search,
     front_figure,
+    limits,
+    over_limits,
     plot_fronts_png,
     plotted,
     png_figure,
@@ -61,6 +72,12 @@ from .plots import (
 
 IMPORTANCE_FLOOR = 0.01
 """Genes below this share of an objective's importance are summed into one bar, not listed."""
+
+IMPORTANCE_TRIALS = 20
+"""Below this many full-budget trials, the report warns that importances are noise-level."""
+
+FULL_BUDGET = "all full-budget trials"
+"""The kinds chart's second group: every trial trained for the full budget (the front's pool)."""
 
 
 # --- the numbers ------------------------------------------------------------------------------
@@ -129,16 +146,19 @@ def hypervolume_history(df: pd.DataFrame, objectives: Sequence[str]) -> pd.DataF
 
 
 def kind_usage(df: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
-    """Share of trials using each conv kind per stage, across the front and across all trained trials."""
+    """Share of trials using each conv kind per stage, across the front and across every full-budget
+    trial (the trials the front is chosen from; early-stopped ones are not counted): columns ``group``,
+    ``stage``, ``kind``, ``count``, ``share`` and ``total`` (the trials of the group)."""
     rows = []
-    for group, frame in (("Pareto front", front), ("all trained", df[df["state"] == COMPLETE])):
+    for group, frame in (("Pareto front", front), (FULL_BUDGET, df[df["state"] == COMPLETE])):
         for arch_json in frame["arch"].dropna():
             for stage, s in enumerate(json.loads(arch_json)["stages"]):
                 rows.append({"group": group, "stage": f"stage {stage}", "kind": s["kind"]})
     if not rows:
-        return pd.DataFrame(columns=["group", "stage", "kind", "share"])
+        return pd.DataFrame(columns=["group", "stage", "kind", "count", "share", "total"])
     usage = pd.DataFrame(rows).value_counts().rename("count").reset_index()
-    usage["share"] = usage["count"] / usage.groupby(["group", "stage"])["count"].transform("sum")
+    usage["total"] = usage.groupby(["group", "stage"])["count"].transform("sum")
+    usage["share"] = usage["count"] / usage["total"]
     return usage.sort_values(["stage", "group", "kind"])
 
 
@@ -203,12 +223,19 @@ def gene_label(gene: str) -> str:
     return f"{head} {rest.replace('.', ' ')}".strip()
 
 
+def zero_genes(imp: pd.DataFrame) -> dict[str, int]:
+    """Per objective, how many genes have no importance at all (options of kinds a stage never used,
+    values that never varied): the report leaves them out and says how many."""
+    return {str(name): int((part["importance"] <= 0).sum()) for name, part in imp.groupby("objective", sort=False)}
+
+
 def important_genes(imp: pd.DataFrame, floor: float = IMPORTANCE_FLOOR, top: int = 10) -> pd.DataFrame:
     """Per objective, the genes that matter (at least ``floor``, at most ``top``), readable names,
-    and one ``N other genes`` row summing the rest (mostly options of kinds a stage did not use)."""
+    and one ``N other genes`` row summing the rest that has any importance; genes with none
+    (:func:`zero_genes`) are dropped, not counted among the others."""
     rows = []
     for name, part in imp.groupby("objective", sort=False):
-        part = part.sort_values("importance", ascending=False)
+        part = part[part["importance"] > 0].sort_values("importance", ascending=False)
         keep = part[part["importance"] >= floor].head(top)
         rest = part.drop(keep.index)
         rows += [
@@ -311,9 +338,26 @@ tr.knee td{font-weight:bold;background:#fffbe6}
 svg.arch{max-width:100%;height:auto}
 details{margin:.4em 0}summary{cursor:pointer}
 code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
+table.verdicts td.stage{white-space:nowrap}
+p.caveat{background:#fff4d6;border-left:4px solid #e0a800;padding:.5em .8em;max-width:60em}
 """
 
-_NUMERIC = {"trial", "accuracy", "MACs", "params", "latency", "hypervolume", "share", "share ", "stride", "trials"}
+_NUMERIC = {
+    "trial",
+    "accuracy",
+    "MACs",
+    "params",
+    "latency",
+    "hypervolume",
+    "params %",
+    "MACs %",
+    "stride",
+    "trials",
+    "full budget",
+    "stopped",
+    "repeats",
+    "front",
+}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, css: str = "t", marked: int | None = None) -> str:
@@ -353,16 +397,16 @@ def _write(path: Path, text: str) -> Path:
 
 
 def front_rows(df: pd.DataFrame, front: pd.DataFrame, knee_row: pd.Series | None) -> tuple[list[str], list[list[str]]]:
-    """The Pareto table, formatted (terminal and HTML): trial, state, figures, architecture."""
+    """The Pareto table, formatted (terminal and HTML): trial, figures, architecture and a ``knee``
+    column marking it (every front trial trained for the full budget: no state column)."""
     costs = [c for c in ("accuracy", "macs", "params", "latency_ms") if c in df and df[c].notna().any()]
-    header = ["trial", "state", *[display.label(c).replace(" (ms)", "") for c in costs], "architecture", ""]
+    header = ["trial", *[display.label(c).replace(" (ms)", "") for c in costs], "architecture", "knee"]
     rows = []
     for _, row in front.iterrows():
         mark = "◀ knee" if knee_row is not None and row["number"] == knee_row["number"] else ""
         rows.append(
             [
                 str(int(row["number"])),
-                display.state_label(row["state"]),
                 *[display.value(c, row[c]) for c in costs],
                 str(row["short"]),
                 mark,
@@ -371,30 +415,72 @@ def front_rows(df: pd.DataFrame, front: pd.DataFrame, knee_row: pd.Series | None
     return header, rows
 
 
-def _others_table(df: pd.DataFrame, front: pd.DataFrame) -> str:
-    others = df[df["state"].isin([STOPPED, INFEASIBLE, REPEAT, FAIL])].sort_values("number")
+def dominated_by(df: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[str]) -> dict[int, int]:
+    """For each full-budget trial not on the front, a front trial that dominates it (the first in the
+    front's order): its number by the dominated trial's."""
+    done = full_budget(df, objectives)
+    rest = done[~done["number"].isin(front["number"])]
+    if rest.empty or front.empty:
+        return {}
+    theirs = minimised(front, objectives)
+    out = {}
+    for number, point in zip(rest["number"], minimised(rest, objectives)):
+        better = np.all(theirs <= point, axis=1) & np.any(theirs < point, axis=1)
+        if better.any():
+            out[int(number)] = int(front["number"].iloc[int(np.argmax(better))])
+    return out
+
+
+OTHERS_COLUMNS = ["trial", "status", "figures", "architecture", "why"]
+
+
+def not_on_front(df: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[str]) -> list[list[str]]:
+    """Every trial not on the front, formatted (columns ``OTHERS_COLUMNS``), with why: dominated (by
+    which front trial), stopped early, infeasible (which limit, by how much), a repeat, failed (the
+    reason), still running."""
+    others = df[~df["number"].isin(front["number"])].sort_values("number")
     if others.empty:
-        return "<p>none</p>"
-    counts = ", ".join(f"{n} {display.state_label(s)}" for s, n in others["state"].value_counts().items())
+        return []
+    beaten = dominated_by(df, front, objectives)
+    constraints = limits(df)
+
     rows = []
     for _, row in others.iterrows():
-        why = row["reason"] or ""
+        kind = "dominated" if row["state"] == COMPLETE else display.state_label(row["state"])
+        why = row["reason"] if isinstance(row["reason"], str) else ""
+        if row["state"] == COMPLETE:
+            number = int(row["number"])
+            why = (
+                f"dominated by trial {beaten[number]} (as good or better on every objective)"
+                if number in beaten
+                else "dominated (an objective is unknown)"
+            )
         if row["state"] == REPEAT and row["repeat_of"] is not pd.NA and row["repeat_of"] == row["repeat_of"]:
             why = f"same architecture as trial {int(row['repeat_of'])}: its result, not trained again"
         if row["state"] == STOPPED:
             why = f"stopped after {int(row['epochs'])} epoch(s)" if row["epochs"] == row["epochs"] else "stopped early"
         if row["state"] == INFEASIBLE:
-            why = f"over {row['reason']}: never trained" if row["reason"] else "never trained"
+            why = f"never trained: {over_limits(row, constraints)}"
         rows.append(
             [
                 str(int(row["number"])),
-                display.state_label(row["state"]),
+                kind,
                 trial_figures(row),
                 str(row["short"]),
                 str(why),
             ]
         )
-    table = _table(["trial", "state", "figures", "architecture", "why"], rows)
+    return rows
+
+
+def _others_table(df: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[str]) -> str:
+    rows = not_on_front(df, front, objectives)
+    if not rows:
+        return "<p>none: every trial is on the front</p>"
+    order = ["dominated", *(display.state_label(s) for s in (STOPPED, INFEASIBLE, REPEAT, FAIL, RUNNING))]
+    tally = pd.Series([r[1] for r in rows]).value_counts()
+    counts = ", ".join(f"{int(tally[k])} {k}" for k in order if k in tally)
+    table = _table(OTHERS_COLUMNS, rows)
     return f"<details{' open' if len(rows) <= 20 else ''}><summary>{counts}</summary>{table}</details>"
 
 
@@ -425,6 +511,8 @@ def _growth_figure(curves: Sequence[tuple[str, pd.DataFrame, str]]) -> Any:
                 hovertemplate="%{x} trained architectures (trial %{customdata})<br>hypervolume %{y:.4f}<extra></extra>",
             )
         )
+    longest = max((len(growth) for _, growth, _ in curves), default=1)
+    fig.update_xaxes(tickformat="d", **({"dtick": 1} if longest <= 12 else {}))
     fig.update_layout(
         template="plotly_white",
         height=360,
@@ -437,28 +525,84 @@ def _growth_figure(curves: Sequence[tuple[str, pd.DataFrame, str]]) -> Any:
 
 
 def _png_growth(curves: Sequence[tuple[str, pd.DataFrame, str]], path: Path) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     with png_figure(path, 1, 1, (6, 3.6)) as (_, axes):
         ax = axes[0][0]
         for name, growth, color in curves:
             ax.plot(growth["trained"], growth["hypervolume"], drawstyle="steps-post", c=color, label=name or None)
         ax.set_xlabel("distinct architectures trained")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("hypervolume (scaled objectives)")
         if len(curves) > 1:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
 
 
+KIND_GROUP_COLORS = {"Pareto front": FRONT_COLOR, FULL_BUDGET: "#b0b0b0"}
+
+
+def kinds_figure(usage: pd.DataFrame) -> Any:
+    """Per stage, the share of the front's trials and of every full-budget trial using each kind;
+    hover: the kind, the stage, the share as a percentage and the counts."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    stages = sorted(usage["stage"].unique())
+    kinds = sorted(set(usage["kind"]), key=lambda k: (_kind_rank(k), k))
+    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=stages, shared_yaxes=True, horizontal_spacing=0.03)
+    for col, stage in enumerate(stages, start=1):
+        for group, color in KIND_GROUP_COLORS.items():
+            part = usage[(usage["stage"] == stage) & (usage["group"] == group)].set_index("kind")
+            part = part.reindex([k for k in kinds if k in set(usage[usage["stage"] == stage]["kind"])])
+            counts = part["count"].fillna(0).astype(int)
+            totals = part["total"].fillna(usage[(usage["stage"] == stage) & (usage["group"] == group)]["total"].max())
+            fig.add_trace(
+                go.Bar(
+                    x=list(part.index),
+                    y=part["share"].fillna(0.0),
+                    name=group,
+                    legendgroup=group,
+                    showlegend=col == 1,
+                    marker_color=color,
+                    customdata=np.column_stack([counts, totals.fillna(0).astype(int)]),
+                    hovertemplate=f"<b>%{{x}}</b> in {stage}<br>{group}: %{{y:.0%}} "
+                    "(%{customdata[0]} of %{customdata[1]} trials)<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_yaxes(tickformat=".0%", row=1, col=1, title_text="share of trials")
+    fig.update_layout(template="plotly_white", barmode="group", height=380, margin={"t": 50})
+    return fig
+
+
+def _kind_rank(kind: str) -> int:
+    from ..ops import registered_kinds
+
+    known = list(registered_kinds())
+    return known.index(kind) if kind in known else len(known)
+
+
 def _png_kinds(usage: pd.DataFrame, path: Path) -> None:
+    from matplotlib.ticker import PercentFormatter
+
     stages = sorted(usage["stage"].unique())
     with png_figure(path, 1, len(stages), (4, 3.4)) as (_, axes):
         for ax, stage in zip(axes[0], stages):
             table = usage[usage["stage"] == stage].pivot_table(
                 index="kind", columns="group", values="share", fill_value=0.0
             )
-            table.plot.bar(ax=ax, rot=30)
+            table = table.reindex(sorted(table.index, key=lambda k: (_kind_rank(k), k)))
+            table = table[[g for g in KIND_GROUP_COLORS if g in table.columns]]
+            table.plot.bar(ax=ax, rot=30, color=[KIND_GROUP_COLORS[c] for c in table.columns], legend=False)
             ax.set_title(stage)
             ax.set_ylabel("share of trials")
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.set_xlabel("")
+            ax.grid(axis="y", alpha=0.3)
+        # one legend, beside the last panel, over no bar
+        axes[0][-1].legend(*axes[0][0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.02, 1))
 
 
 def _importance_figure(shown: pd.DataFrame) -> Any:
@@ -493,12 +637,51 @@ def _importance_figure(shown: pd.DataFrame) -> Any:
     return fig
 
 
-def _png_importance(shown: pd.DataFrame, path: Path) -> None:
+def _importance_note(imp: pd.DataFrame, trials: int) -> str:
+    """What the importance chart leaves out (genes with none, the small ones summed) and, with fewer
+    than ``IMPORTANCE_TRIALS`` full-budget trials, a visible warning that it is noise-level."""
+    zero = zero_genes(imp)
+    genes = imp.groupby("objective", sort=False).size()
+    dead = [f"{n} of {int(genes[o])} for {display.label(o)}" for o, n in zero.items() if n]
+    parts = [
+        f"<p class='note' id='importance-note'>Over the {trials} full-budget trials. Genes under "
+        f"{display.percent(IMPORTANCE_FLOOR, 0)} of an objective's importance are summed into one grey bar. "
+        + (
+            "Genes with no importance at all (options of kinds a stage never used, values that never varied) "
+            f"are left out: <span id='zero-genes'>{', '.join(dead)}</span>."
+            if dead
+            else ""
+        )
+        + "</p>"
+    ]
+    if trials < IMPORTANCE_TRIALS:
+        parts.append(
+            f"<p class='caveat' id='importance-caveat'><b>Only {trials} full-budget trials:</b> with fewer than "
+            f"{IMPORTANCE_TRIALS}, fANOVA importances are at noise level. Read them as a hint of what to vary, not "
+            "as a ranking.</p>"
+        )
+    return "".join(parts)
+
+
+def exported_test_text(metrics: dict[str, Any]) -> str:
+    """The test column of an exported trial from its metrics.json: the accuracy; "no test split" where
+    it was evaluated on a dataset that has none; "not measured" where the weights are untrained or
+    the dataset could not be read."""
+    if metrics.get("test_accuracy") is not None:
+        return display.percent(metrics["test_accuracy"])
+    if metrics.get("weights") == "untrained" or not metrics.get("dataset"):
+        return "not measured"
+    return f"no test split in {metrics['dataset']}"
+
+
+def _png_importance(shown: pd.DataFrame, path: Path, *, trials: int) -> None:
     from matplotlib.ticker import PercentFormatter
 
     objectives = list(dict.fromkeys(shown["objective"]))
     rows = int(shown.groupby("objective").size().max())
-    with png_figure(path, 1, len(objectives), (5.2, max(2.5, 0.9 + 0.32 * rows))) as (_, axes):
+    with png_figure(path, 1, len(objectives), (5.2, max(2.5, 0.9 + 0.32 * rows))) as (fig, axes):
+        if trials < IMPORTANCE_TRIALS:
+            fig.suptitle(f"only {trials} full-budget trials: importance is at noise level", color="#a05a00")
         for ax, name in zip(axes[0], objectives):
             part = shown[shown["objective"] == name].iloc[::-1]
             colors = ["#c7c7c7" if g.endswith("other genes") else FRONT_COLOR for g in part["gene"]]
@@ -526,8 +709,6 @@ document.querySelectorAll('.js-plotly-plot').forEach(function (plot) {
 
 def build_report(folder: str | Path) -> Report:
     """Regenerate every results file in ``folder`` from its study and write report.html."""
-    import plotly.express as px
-
     folder = Path(folder)
     study = open_study(folder)
     df = write_results(study, folder)
@@ -589,9 +770,10 @@ def build_report(folder: str | Path) -> Report:
                 )
         parts += [
             "<h2 id='evidence'>Which convolution where</h2>",
-            "<p class='note'>For each stage, each conv kind's own front: the best trade the trials that used that "
-            "kind in that stage reached. The dotted line is the front of all kinds; where a kind's staircase "
-            "touches it, that kind is the one to use at that budget.</p>",
+            "<p class='note'>For each stage, each conv kind's own front: the best trade the full-budget trials that "
+            "used that kind in that stage reached. The dotted line is the front of all kinds; where a kind's "
+            "staircase touches it, that kind is the one to use at that budget. A kind used there only by trials "
+            "stopped early (or failed) has no full-budget evidence yet.</p>",
             verdict_table_html(stage_verdicts),
             _figure_html(evidence_figure(df, objectives), "evidence-plot"),
         ]
@@ -608,39 +790,27 @@ def build_report(folder: str | Path) -> Report:
     if not usage.empty:
         _png_kinds(usage, folder / "kinds.png")
         files.append(folder / "kinds.png")
+        stopped_note = (
+            f" The {counts[STOPPED]} early-stopped trial{'' if counts[STOPPED] == 1 else 's'} are not counted: "
+            "they are not in the pool the front is chosen from."
+            if counts[STOPPED]
+            else ""
+        )
         parts += [
-            "<h2>Conv kind per stage: Pareto front vs all trained trials</h2>",
-            _figure_html(
-                px.bar(
-                    usage,
-                    x="kind",
-                    y="share",
-                    color="group",
-                    barmode="group",
-                    facet_col="stage",
-                    template="plotly_white",
-                    color_discrete_map={"Pareto front": FRONT_COLOR, "all trained": "#b0b0b0"},
-                )
-                .update_yaxes(tickformat=".0%")
-                .for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1])),
-                "kinds-plot",
-            ),
+            "<h2>Conv kind per stage: Pareto front vs all full-budget trials</h2>",
+            f"<p class='note'>For each stage, the share of the front's trials and of every trial trained for the "
+            f"full budget that use each kind.{stopped_note}</p>",
+            _figure_html(kinds_figure(usage), "kinds-plot"),
         ]
     if not shown_imp.empty:
-        _png_importance(shown_imp, folder / "importance.png")
+        _png_importance(shown_imp, folder / "importance.png", trials=counts[COMPLETE])
         files.append(folder / "importance.png")
-        parts += [
-            "<h2>Parameter importance per objective (fANOVA)</h2>",
-            f"<p class='note'>Genes under {display.percent(IMPORTANCE_FLOOR, 0)} of an objective's importance are "
-            "summed into one grey bar (most are options of kinds a stage did not use).</p>",
-            _figure_html(_importance_figure(shown_imp), "importance-plot"),
-        ]
+        parts += ["<h2>Parameter importance per objective (fANOVA)</h2>", _importance_note(imp, counts[COMPLETE])]
+        parts.append(_figure_html(_importance_figure(shown_imp), "importance-plot"))
     header, rows = front_rows(df, front, knee_row)
     marked = next((i for i, r in enumerate(rows) if r[-1]), None)
     parts.append("<h2>Pareto-optimal trials</h2>" + _table(header, rows, marked=marked))
-    parts.append(
-        "<h2>Trials not on the front: stopped early, infeasible, repeats, failed</h2>" + _others_table(df, front)
-    )
+    parts.append("<h2>Trials not on the front</h2>" + _others_table(df, front, objectives))
     exported = exported_metrics(folder)
     if exported:
         header = ["trial", "weights", "epochs", "validation", "test", "dataset"]
@@ -649,9 +819,9 @@ def build_report(folder: str | Path) -> Report:
                 str(number),
                 str(m.get("weights", "")),
                 str(m.get("epochs", "")),
-                display.percent(m.get("val_accuracy")) if m.get("val_accuracy") is not None else "-",
-                display.percent(m.get("test_accuracy")) if m.get("test_accuracy") is not None else "no test split",
-                str(m.get("dataset", "")),
+                display.percent(m.get("val_accuracy")) if m.get("val_accuracy") is not None else "not measured",
+                exported_test_text(m),
+                str(m.get("dataset") or display.MISSING),
             ]
             for number, m in sorted(exported.items())
         ]
@@ -680,17 +850,24 @@ def build_report(folder: str | Path) -> Report:
     )
 
 
-def _breakdown(row: pd.Series) -> Breakdown:
-    return breakdown(Arch.from_json(row["arch"], where=f"trial {int(row['number'])}"))
+def _breakdown(row: pd.Series, folder: str | Path | None = None) -> Breakdown:
+    where = f"{folder}: trial {int(row['number'])}" if folder is not None else f"trial {int(row['number'])}"
+    return breakdown(Arch.from_json(row["arch"], where=where))
 
 
 def _console() -> Any:
-    """A rich console; when the output is not a terminal (a pipe, a log), wide enough for the tables."""
-    import sys
-
+    """A rich console as wide as ``COLUMNS`` where set, else the terminal, else 80 columns (a pipe, a
+    log): the tables are laid out to fit 80."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return Console()
+
+
+def _table_style() -> dict[str, Any]:
+    """Rich tables without vertical rules: two columns of a terminal per column boundary, not three."""
+    from rich import box
+
+    return {"box": box.SIMPLE_HEAD, "pad_edge": False, "title_justify": "left"}
 
 
 def print_report(report: Report) -> None:
@@ -703,12 +880,17 @@ def print_report(report: Report) -> None:
     header, rows = front_rows(df, front, report.knee)
     table = Table(
         title=f"Pareto front: {len(front)} trial{'' if len(front) == 1 else 's'}, "
-        f"sorted by {display.label(sort_objective(objectives))}"
+        f"sorted by {display.label(sort_objective(objectives))}",
+        **_table_style(),
     )
     for name in header:
-        table.add_column(name, justify="right" if name in _NUMERIC else "left")
+        if name == "architecture":  # wraps between stages, never cut
+            table.add_column(name, overflow="fold", min_width=12)
+        else:
+            table.add_column(name, justify="right" if name in _NUMERIC else "left", no_wrap=True)
     for row in rows:
-        table.add_row(*row, style="bold" if row[-1] else None)
+        cells = [*row[:-2], row[-2].replace("·", " · "), row[-1]]
+        table.add_row(*cells, style="bold" if row[-1] else None)
     console.print(table)
     if not report.growth.empty:
         console.print(
@@ -718,18 +900,20 @@ def print_report(report: Report) -> None:
         )
     if report.verdicts:
         console.print("which convolution where (full-budget trials):", highlight=False)
-        for line in verdict_lines(report.verdicts):
-            console.print(f"  {line}", highlight=False)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column()
+        for stage, verdict in verdict_parts(report.verdicts):
+            for i, part in enumerate(verdict):
+                grid.add_row(f"  {stage}" if i == 0 else "", part)
+        console.print(grid, highlight=False)
     if report.knee is not None:
         number = int(report.knee["number"])
-        console.print(
-            f"knee: trial {number} ({report.knee['short']}); "
-            f"its blocks: nasconv report {report.folder} --trial {number}",
-            highlight=False,
-        )
+        console.print(f"knee: trial {number} ({report.knee['short']}); its blocks:", highlight=False)
+        console.print(f"  nasconv report {report.folder} --trial {number}", highlight=False, soft_wrap=True)
     for path in report.files:
         if path.exists():
-            console.print(f"  {path}", highlight=False)
+            console.print(f"  {path}", highlight=False, soft_wrap=True)
 
 
 def print_trial(folder: str | Path, number: int) -> None:
@@ -738,9 +922,9 @@ def print_trial(folder: str | Path, number: int) -> None:
     from rich.table import Table
 
     folder = Path(folder)
-    df = trials_frame(open_study(folder))
+    df = trials_frame(open_study(folder), folder)
     row = trial_row(df, number, str(folder))
-    parts = _breakdown(row)
+    parts = _breakdown(row, folder)
     front = pareto(df)
     is_knee = not front.empty and int(knee(df)["number"]) == number
     on_front = number in set(front["number"])
@@ -750,10 +934,18 @@ def print_trial(folder: str | Path, number: int) -> None:
         f"trial {number} ({display.state_label(row['state'])}, {where}): {row['short']} · {trial_figures(row)}",
         highlight=False,
     )
-    table = Table(title=describe(parts.arch))
-    for name in TABLE_COLUMNS:
-        table.add_column(name.strip(), justify="right" if name in _NUMERIC or name in ("params", "MACs") else "left")
-    for cells in block_rows(parts):
+    table = Table(
+        title=describe(parts.arch),
+        caption="params and MACs of each block, with its share of the network's",
+        caption_justify="left",
+        **_table_style(),
+    )
+    for name in TERMINAL_COLUMNS:
+        if name == "conv":  # kind and options: wraps between options, never cut
+            table.add_column(name, overflow="fold", min_width=14)
+        else:
+            table.add_column(name, justify="right" if name in _NUMERIC else "left", no_wrap=True)
+    for cells in terminal_rows(parts):
         table.add_row(*cells, style="bold" if cells[0] == "total" else None)
     console.print(table)
 
@@ -785,7 +977,7 @@ def compare_report(folders: Sequence[str | Path], out: str | Path | None = None)
     loaded = []
     for path in paths:
         study = open_study(path)
-        df = trials_frame(study)
+        df = trials_frame(study, path)
         loaded.append((path, study, df))
     objectives = list(loaded[0][2].attrs["objectives"])
     for path, _, df in loaded[1:]:
@@ -839,28 +1031,30 @@ def compare_report(folders: Sequence[str | Path], out: str | Path | None = None)
                 s.label,
                 str(s.folder),
                 str(len(s.df)),
-                str(s.trained),
+                str(counts[COMPLETE]),
+                str(counts[STOPPED]),
                 str(counts[REPEAT]),
                 str(len(s.front)),
                 display.value("hypervolume", s.hypervolume),
                 f"trial {int(k['number'])}: {k['short']} · {trial_figures(k)}" if k is not None else display.MISSING,
             ]
         )
-    header = ["search", "folder", "trials", "trained", "repeats", "front", "hypervolume", "knee"]
+    header = ["search", "folder", "trials", "full budget", "stopped", "repeats", "front", "hypervolume", "knee"]
     parts = [
         f"<h1>nasconv comparison: {html.escape(title)}</h1>",
         f"<p id='counts'>{len(searches)} searches, objectives "
         + ", ".join(f"{display.label(o)} ({OBJECTIVES[o][:3]})" for o in objectives)
         + ". Hypervolumes share one scale (every search's trials together; reference point 1.1), so they compare "
-        "directly. <i>trained</i> counts distinct architectures trained; <i>repeats</i> were answered from the "
-        "record.</p>",
+        "directly. <i>full budget</i> counts the distinct architectures trained for the full budget (the pool "
+        "each front is chosen from), <i>stopped</i> those stopped early; <i>repeats</i> were answered from the "
+        "record. The hypervolume curves count every architecture trained, stopped ones included.</p>",
         _table(header, rows, css="t searches"),
         "<h2 id='front'>The fronts</h2>",
         f"<p class='note'>The plot shows <span id='plotted-count'>{n_plotted}</span> trials in all ("
         + "; ".join(f"{html.escape(s.label)}: {len(plotted(s.df, objectives))}" for s in searches)
         + f"); <span id='front-count'>{sum(len(s.front) for s in searches)}</span> are on their search's front. "
         "Each search has its own colour; circles are full-budget trials, triangles early-stopped ones, crosses "
-        "infeasible ones; the star is each front's knee.</p>",
+        "infeasible ones; the star in a search's colour is its front's knee.</p>",
         _figure_html(front_figure(plot_searches, objectives, single=False), "front-plot"),
     ]
     if curves:
@@ -886,25 +1080,43 @@ def print_comparison(comparison: Comparison) -> None:
     from rich.table import Table
 
     console = _console()
-    table = Table(title=f"{len(comparison.searches)} searches, hypervolume on one scale (reference 1.1)")
-    for name in ("search", "trials", "trained", "repeats", "front", "hypervolume", "knee"):
-        table.add_column(name, justify="left" if name in ("search", "knee") else "right")
+    table = Table(
+        title=f"{len(comparison.searches)} searches, hypervolume on one scale (reference 1.1)", **_table_style()
+    )
+    narrow = console.width < 76  # two-line headers, so that every number keeps its width
+    for name in ("search", "trials", "full budget", "stopped", "repeats", "front", "hypervolume"):
+        if name == "search":
+            table.add_column(name, overflow="fold", min_width=8)
+        else:
+            header = {"full budget": "full\nbudget", "hypervolume": "hyper-\nvolume"}.get(name, name)
+            table.add_column(header if narrow else name, justify="right", no_wrap=True)
     best = max(s.hypervolume for s in comparison.searches)
     for s in comparison.searches:
-        k = s.knee
+        counts = state_counts(s.df)
         table.add_row(
             s.label,
             str(len(s.df)),
-            str(s.trained),
-            str(state_counts(s.df)[REPEAT]),
+            str(counts[COMPLETE]),
+            str(counts[STOPPED]),
+            str(counts[REPEAT]),
             str(len(s.front)),
             display.value("hypervolume", s.hypervolume),
-            f"trial {int(k['number'])}: {k['short']} · {trial_figures(k)}" if k is not None else display.MISSING,
             style="bold" if s.hypervolume == best and best > 0 else None,
         )
     console.print(table)
+    console.print("the knees:", highlight=False)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for s in comparison.searches:
+        k = s.knee
+        grid.add_row(
+            f"  {s.label}",
+            f"trial {int(k['number'])}: {k['short']} · {trial_figures(k)}" if k is not None else "no full-budget trial",
+        )
+    console.print(grid, highlight=False)
     for path in comparison.files:
-        console.print(f"  {path}", highlight=False)
+        console.print(f"  {path}", highlight=False, soft_wrap=True)
 
 
 __all__ = [
@@ -916,9 +1128,14 @@ __all__ = [
     "hypervolume",
     "hypervolume_growth",
     "hypervolume_history",
+    "dominated_by",
+    "exported_test_text",
     "important_genes",
+    "kinds_figure",
+    "not_on_front",
     "normalisation",
     "print_comparison",
     "print_report",
     "print_trial",
+    "zero_genes",
 ]

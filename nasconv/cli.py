@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from .errors import NasconvError
+from .errors import NasconvError, one_line
 
 if TYPE_CHECKING:
     from .search.data import Data
@@ -33,6 +33,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be zero or more")
+    return number
+
+
 def _positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -40,6 +50,19 @@ def _positive_float(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return number
+
+
+MAX_SEED = 2**31 - 1  # what NumPy, torch and Optuna's samplers all accept
+
+
+def _seed(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if not 0 <= number <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and {MAX_SEED}")
     return number
 
 
@@ -66,6 +89,16 @@ def _option_value(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"{text!r}: VALUE is not a number, true/false or a list") from None
 
 
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 1")
+    return number
+
+
 def _non_negative_float(value: str) -> float:
     try:
         number = float(value)
@@ -77,12 +110,35 @@ def _non_negative_float(value: str) -> float:
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from rich.console import Console
     from rich.table import Table
 
-    from .model.cost import profile
-    from .ops import CONV_KINDS, build_conv, kind_params, op_class
+    from .errors import brief
+    from .model import arch as limits
+    from .model.cost import profile_built
+    from .ops import CONV_KINDS, MAX_KERNEL, build_conv, kind_params, op_class
+    from .ops.base import check_option_values, int_check, out_size
 
+    for flag, value, check in (  # the limits a space has: a shape no network may take is refused
+        ("--in", args.in_channels, int_check(1, limits.MAX_CHANNELS)),
+        ("--out", args.out_channels, int_check(1, limits.MAX_CHANNELS)),
+        ("--size", args.size, int_check(1, limits.MAX_INPUT_SIZE)),
+        ("--kernel", args.kernel, int_check(1, MAX_KERNEL)),  # odd: the factory's own check below
+        ("--stride", args.stride, int_check(1, limits.MAX_STRIDE)),
+        ("--dilation", args.dilation, int_check(1, limits.MAX_DILATION)),
+    ):
+        try:
+            check(value)
+        except ValueError as exc:
+            raise NasconvError(f"{flag}: {exc}") from None
+    side = out_size(args.size, args.stride)
+    if args.out_channels * side * side > limits.MAX_ACTIVATION:
+        raise NasconvError(
+            f"--out/--size: {args.out_channels:,} channels at {side}x{side} px make a feature map of "
+            f"{args.out_channels * side * side:,} values (at most {limits.MAX_ACTIVATION:,})"
+        )
     overrides = dict(args.opt or [])
     unused = sorted(set(overrides) - {name for kind in CONV_KINDS for name in kind_params(kind)})
     if unused:
@@ -93,6 +149,11 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     rows: list[tuple[str, dict]] = []
     for kind in kinds:
         mine = {k: v for k, v in overrides.items() if k in kind_params(kind)}
+        for name, value in mine.items():  # the kind's option schema, as in a space file
+            try:
+                mine[name] = check_option_values(kind, {name: value})[name]
+            except ValueError as exc:
+                raise NasconvError(f"--opt {name}: {str(exc).removeprefix(f'{name}: ')} ({kind})") from None
         for example in op_class(kind).examples:
             options = {**example, **mine}
             if (kind, options) not in rows:
@@ -102,29 +163,44 @@ def _cmd_ops(args: argparse.Namespace) -> int:
         build_conv("standard", args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation)
     except ValueError as exc:
         raise NasconvError(f"ops: {exc}") from None
+    for kind, options in rows:  # the per-layer limits of a space, from the closed forms (nothing built yet)
+        try:
+            params, macs = limits.conv_figures(
+                kind, args.in_channels, args.out_channels, args.kernel, args.stride, options, args.size
+            )
+        except ValueError:
+            continue  # it cannot build: listed as skipped below
+        shown = ", ".join(f"{k}={brief(v)}" for k, v in options.items() if k in overrides)
+        flags = f"--opt {shown}" if shown else "--in/--out/--kernel"
+        layer = f"a {args.in_channels}->{args.out_channels} {kind} layer"
+        if params > limits.MAX_LAYER_PARAMS:
+            raise NasconvError(f"{flags}: {layer} has {params:,} parameters (at most {limits.MAX_LAYER_PARAMS:,})")
+        if macs > limits.MAX_MACS:
+            raise NasconvError(
+                f"{flags}: {layer} needs {macs:.3g} MACs at {args.size}x{args.size} px (at most {limits.MAX_MACS:.0e})"
+            )
     table = Table(
         title=f"{args.in_channels}->{args.out_channels} channels, {args.size}x{args.size} input, "
         f"kernel {args.kernel}, stride {args.stride}, dilation {args.dilation} (batch 1)"
     )
     for col in ("kind", "options", "params", "MACs", "MACs vs standard"):
         table.add_column(col, justify="left" if col in ("kind", "options") else "right")
-    base = profile(
-        build_conv("standard", args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation), shape
-    ).macs
+    geometry = (args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation)
+    base = profile_built(partial(build_conv, "standard", *geometry), shape).macs
     skipped = []
     for kind, options in rows:
-        try:
-            op = build_conv(
-                kind, args.in_channels, args.out_channels, args.kernel, args.stride, args.dilation, **options
-            )
+        try:  # large layers are counted on the meta device: no memory, no arithmetic, the same figures
+            prof = profile_built(partial(build_conv, kind, *geometry, **options), shape)
         except (ValueError, TypeError) as exc:
             skipped.append(f"{kind}({', '.join(f'{k}={v}' for k, v in options.items())}): {exc}")
             continue
-        prof = profile(op, shape)
         shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
         table.add_row(kind, shown, f"{prof.params:,}", f"{prof.macs:,}", f"{prof.macs / base:.3f}")
     console = Console()
     console.print(table)
+    kernel_free = [kind for kind in dict.fromkeys(kind for kind, _ in rows) if not op_class(kind).uses_stage_kernel]
+    if kernel_free:
+        console.print(f"--kernel does not apply to {', '.join(kernel_free)} (kernel sizes are its options)")
     for line in skipped:
         console.print(f"skipped {line}")
     return 0
@@ -154,7 +230,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .model.arch import build_model, load_arch
     from .model.cost import profile
     from .search.space import load_space
-    from .search.training import EpochResult, describe_device, resolve_device, train
+    from .search.training import EpochResult, describe_device, effective_precision, resolve_device, train
 
     space = load_space(args.space)
     arch = load_arch(args.arch)
@@ -167,13 +243,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     changes = {"seed": args.seed} if args.seed is not None else {}
     training = spec.training.model_copy(update={**changes, **({"device": args.device} if args.device else {})})
-    device = resolve_device(training.device)
+    device = resolve_device(training.device, label="--device" if args.device else "training.device")
     data = _prepare_dataset(spec)  # the space's own split: --seed changes the training run, not the validation set
     prof = profile(build_model(arch), (spec.input.channels, spec.input.size, spec.input.size))
     print(f"{arch.short()}: {prof.params:,} params, {prof.macs:,} MACs")
     print(f"data: {data.describe()}")
+    precision = effective_precision(training.precision, device)
+    if precision != training.precision:
+        precision += f" ({training.precision} is a GPU setting)"
     print(
-        f"training {args.epochs} epochs on {describe_device(device)}, {training.precision}"
+        f"training {args.epochs} epochs on {describe_device(device)}, {precision}"
         f"{', channels_last' if training.channels_last else ''}, augment {training.augment}"
     )
 
@@ -263,15 +342,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if bad:
         raise NasconvError(f"--format: unknown format {bad[0]!r}; choose from {','.join(FORMATS)}")
     df = load_results(folder)
-    rule = Rule(args.max_macs, args.max_params, args.max_latency_ms, args.min_accuracy)
+    rule = Rule(
+        max_macs=args.max_macs,
+        max_params=args.max_params,
+        max_latency_ms=args.max_latency_ms,
+        min_accuracy=args.min_accuracy,
+    )
     choices = sum([args.trial is not None, args.knee, bool(rule)])
     if choices != 1:
         raise NasconvError(
             "pick one trial: --trial N, --knee, or a rule (--max-macs/--max-params/--max-latency-ms/--min-accuracy)"
         )
-    row = pick_trial(df, trial=args.trial, use_knee=args.knee, rule=rule)
+    try:
+        row = pick_trial(df, trial=args.trial, use_knee=args.knee, rule=rule)
+    except NasconvError as exc:
+        raise NasconvError(f"{folder}: {exc}") from None
     arch = Arch.from_json(row["arch"], where=f"{folder}: trial {int(row['number'])}")
     number = int(row["number"])
+    if row["state"] != "COMPLETE":  # a stopped trial's accuracy was measured after fewer epochs
+        print(f"note: trial {number} is {str(row['state']).lower()}, not a full-budget trial: its accuracy is partial")
 
     def known(column: str) -> float | None:
         value = row.get(column)
@@ -372,7 +461,7 @@ def _cmd_profile_device(args: argparse.Namespace) -> int:
 
     if args.backend not in BACKENDS:
         raise NasconvError(f"--backend: unknown {args.backend!r}; known: {', '.join(BACKENDS)}")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, label="--device")
     if device.type == "cuda" and args.backend != "torch":
         raise NasconvError("--device cuda measures with the torch backend only (--backend torch)")
 
@@ -435,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--trials", type=_positive, help="distinct architectures to train (overrides search.trials)")
     se.add_argument("--workers", type=_positive, help="concurrent trials (default: one per CPU)")
     se.add_argument("--out", help="results folder (default results/<space name>)")
-    se.add_argument("--seed", type=int)
+    se.add_argument("--seed", type=_seed, help="overrides search.seed")
     se.add_argument("--sampler", choices=SAMPLER_NAMES, help="overrides search.sampler")
     se.add_argument("--resume", action="store_true", help="continue the study already in --out")
     se.add_argument("--address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
@@ -471,14 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
     pick = ex.add_argument_group("which trial (one of)")
     pick.add_argument("--trial", type=int)
     pick.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
-    pick.add_argument("--max-macs", type=float)
-    pick.add_argument("--max-params", type=float)
-    pick.add_argument("--max-latency-ms", type=float)
-    pick.add_argument("--min-accuracy", type=float)
+    pick.add_argument("--max-macs", type=_positive_float, help="the most accurate trial with at most these MACs")
+    pick.add_argument("--max-params", type=_positive_float)
+    pick.add_argument("--max-latency-ms", type=_positive_float)
+    pick.add_argument("--min-accuracy", type=_fraction, help="accuracy as a fraction, 0 to 1")
     ex.add_argument("--epochs", type=_positive, help="retrain from scratch for N epochs before export")
     ex.add_argument("--to", help="output folder (default DIR/export/trial-N)")
     ex.add_argument("--format", help="comma-separated subset of arch,pt,onnx,ts,py (default all)")
-    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--seed", type=_seed, default=0, help="seed of --epochs retraining (0)")
     ex.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
     ex.add_argument(
         "--device", type=_device, help="train/evaluate here: auto, cpu, cuda, cuda:N (overrides training.device)"
@@ -494,7 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--warmup", type=_positive, default=10)
     pd_.add_argument("--repeats", type=_positive, default=30, help="timed runs per measurement")
     pd_.add_argument("--rounds", type=_positive, default=5, help="passes over all blocks; each keeps its fastest")
-    pd_.add_argument("--calibrate", type=int, default=20, help="random models measured end to end to calibrate")
+    pd_.add_argument(
+        "--calibrate", type=_non_negative_int, default=20, help="random models timed end to end to calibrate (0: none)"
+    )
     pd_.add_argument(
         "--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:N or auto; CUDA timing synchronises"
     )
@@ -506,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--space", required=True, help="the space file whose dataset and training settings to use")
     tr.add_argument("--epochs", type=_positive, default=30)
     tr.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
-    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--seed", type=_seed, default=None, help="overrides training.seed")
     tr.add_argument("--device", type=_device, help="auto, cpu, cuda or cuda:N (overrides training.device)")
     tr.set_defaults(func=_cmd_train)
     return parser
@@ -519,6 +610,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except NasconvError as exc:
         print(f"nasconv: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be read or written: a folder that is a file, no permission, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nasconv: error: {one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nasconv: interrupted", file=sys.stderr)

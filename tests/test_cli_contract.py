@@ -133,6 +133,9 @@ def test_stored_architecture_that_is_broken_names_the_trial(copy_of: Path, store
     result = run("export", str(copy_of), "--trial", str(number), "--format", "arch", "--to", str(copy_of / "x"))
     assert_one_line(result, f"trial {number}", message)
     assert digest(copy_of) == before
+    report = copy_of.parent / "report-copy"  # a plain report rewrites its files: run it on a copy
+    shutil.copytree(copy_of, report)
+    assert_one_line(run("report", str(report)), str(report), f"trial {number}", message)
 
 
 @pytest.mark.parametrize(
@@ -180,3 +183,136 @@ def test_broken_lookup_table(tmp_path: Path, content: str, message: str) -> None
     result = run("search", str(space), "--out", str(tmp_path / "o"), "--table", str(table))
     assert_one_line(result, "table.csv", message)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("seed", ["-5", "4294967296", "99999999999999999999999"])
+def test_seed_out_of_range_is_refused_before_anything_is_written(tmp_path: Path, copy_of: Path, seed: str) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space_dict()))
+    before = digest(copy_of)
+    for result in (
+        run("search", str(space), "--out", str(tmp_path / "o"), "--seed", seed),
+        run("export", str(copy_of), "--knee", "--epochs", "1", "--seed", seed, "--to", str(tmp_path / "x")),
+    ):  # argparse's own one-line form: "nasconv search: error: argument --seed: ..."
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "argument --seed" in result.stderr
+    assert not (tmp_path / "o").exists()
+    assert digest(copy_of) == before and not (tmp_path / "x").exists()
+
+
+def test_output_paths_that_cannot_be_written_are_named(tmp_path: Path, copy_of: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space_dict()))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    assert_one_line(run("search", str(space), "--out", str(a_file), "--trials", "1"), str(a_file))
+    before = digest(copy_of)
+    assert_one_line(run("export", str(copy_of), "--knee", "--format", "arch", "--to", str(a_file)), str(a_file))
+    assert a_file.read_text() == "mine" and digest(copy_of) == before
+
+
+# ---------------------------------------------------------------- issue 9 audit: what still escaped
+
+
+def _store_arch(folder: Path, mutate) -> int:
+    """Change the architecture stored for the first complete trial (as a disk, an old bug or a hand
+    edit might); returns its number."""
+    with sqlite3.connect(folder / "study.db") as con:
+        number, trial_id, value = con.execute(
+            "select t.number, t.trial_id, a.value_json from trials t join trial_user_attributes a"
+            " on a.trial_id = t.trial_id where a.key = 'arch' and t.state = 'COMPLETE' order by t.number limit 1"
+        ).fetchone()
+        arch = json.loads(json.loads(value))
+        mutate(arch)
+        con.execute(
+            "update trial_user_attributes set value_json = ? where trial_id = ? and key = 'arch'",
+            (json.dumps(json.dumps(arch)), trial_id),
+        )
+    with sqlite3.connect(folder / "study.db") as con:
+        con.execute("pragma wal_checkpoint(truncate)")
+    return number
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: a.update(stages=[]), "stages: 0 stages"),
+        (lambda a: a.update(input_size=10**30), "input_size: "),
+        (lambda a: a["stages"][0].update(activation=["relu"]), "stages[0].activation: ['relu']"),
+    ],
+)
+def test_stored_architecture_out_of_limits_is_refused_before_anything_is_written(
+    copy_of: Path, tmp_path: Path, mutate, message: str
+) -> None:
+    number = _store_arch(copy_of, mutate)
+    before = digest(copy_of)
+    to = tmp_path / "out" / "export"
+    result = run("export", str(copy_of), "--trial", str(number), "--to", str(to))
+    assert_one_line(result, f"trial {number}", message)
+    assert not (tmp_path / "out").exists() and digest(copy_of) == before
+    assert_one_line(run("report", str(copy_of), "--trial", str(number)), f"trial {number}", message)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("stem_channels: 100000\n", "stem_channels: 100000 is not between 1 and 16384"),
+        ("input_size: 1000000000000000000000000000000\n", "input_size: "),
+        ("stages: []\n", "stages: 0 stages"),
+    ],
+)
+def test_architecture_file_for_train_has_the_limits(tmp_path: Path, change: str, message: str) -> None:
+    # a valid architecture for digits.yaml (16 px, 1 channel, 10 classes), then one change
+    data = {"input_channels": 1, "input_size": 16, "classes": 10, "stem_channels": 8,
+            "stages": [{"kind": "standard", "channels": 8}], **yaml.safe_load(change)}  # fmt: skip
+    path = tmp_path / "arch.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run("train", str(path), "--space", str(SPACES / "digits.yaml"), "--epochs", "1")
+    assert_one_line(result, str(path), message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--opt", "experts=99999999999", "--kind", "cond"], "--opt experts: 99999999999 is not between"),
+        (["--opt", "experts=4096", "--kind", "cond"], "--opt experts=4096: a 64->64 cond layer has 151,261,184 param"),
+        (["--opt", "experts=true"], "--opt experts: True is not an integer (cond)"),
+        (["--opt", "kernels=[2]", "--kind", "inception"], "--opt kernels: 2 must be odd"),
+        (["--in", "100000"], "--in: 100000 is not between 1 and 16384"),
+        (["--size", "1024", "--out", "1024"], "--out/--size: 1,024 channels at 1024x1024 px"),
+    ],
+)
+def test_ops_options_are_validated_by_the_kind_schema_and_layer_limits(args: list[str], message: str) -> None:
+    assert_one_line(run("ops", *args), message)
+
+
+def test_duplicate_key_in_a_space_file_is_named_with_its_line(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space_dict(), sort_keys=False) + "classes: 5\n")
+    result = run("search", str(space), "--out", str(tmp_path / "o"))
+    assert_one_line(result, str(space), "not valid YAML (duplicate key 'classes', first on line")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_export_leaves_no_partial_output(tmp_path: Path) -> None:
+    from nasconv.errors import NasconvError
+    from nasconv.model.arch import Arch, build_model
+    from nasconv.results.export import export, standalone_source
+
+    arch = parse_space(tiny_space_dict(), source="tiny.yaml").sample(0)
+    model = build_model(arch)
+    model.forward = lambda x: type(model).forward(model, x) + 1  # a model that is not what its arch builds
+    to = tmp_path / "new" / "trial-0"
+    with pytest.raises(NasconvError, match="output differs from the PyTorch model"):
+        export(arch, model, to, ["arch", "pt", "py"])
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "model.pt").write_bytes(b"an earlier export")
+    with pytest.raises(NasconvError, match="output differs"):
+        export(arch, model, kept, ["arch", "pt", "py"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no staging folder left either
+    assert [p.name for p in kept.iterdir()] == ["model.pt"] and (kept / "model.pt").read_bytes() == b"an earlier export"
+    # a network of no stages (stem and head) is valid Python too, even if no space draws one
+    empty = Arch(input_channels=1, input_size=8, classes=3, stem_channels=4, stages=())
+    compile(standalone_source(empty), "model.py", "exec")

@@ -176,7 +176,7 @@ def assigned_gpu_id() -> str:
 
 def training_checks(device: str = "cuda", scale: Scale = Scale()) -> None:
     """Section 4; ``device="cpu"`` runs the same steps without CUDA (a dry run of this script)."""
-    from nasconv.model.latency import profile_device
+    from nasconv.model.latency import measure_latency_table
     from nasconv.search import training
     from nasconv.search.data import augment, draw, load_data
     from nasconv.search.evaluation import evaluate_trial
@@ -292,7 +292,7 @@ def training_checks(device: str = "cuda", scale: Scale = Scale()) -> None:
         assert abs(kept_accuracy - (reports[-1].accuracy or 0.0)) <= 2 / len(data.val)
 
         start = time.perf_counter()
-        table = profile_device(
+        table = measure_latency_table(
             space, f"{tmp}/table.json", device=device, rounds=2, repeats=10, warmup=3, calibrate=3, progress=False
         )
         assert table.settings["device"] == device and table.entries

@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 
 from nasconv.model.arch import build_model
-from nasconv.model.latency import LatencyTable, arch_parts, best_of_rounds, build_part, percent_errors, profile_device
+from nasconv.model.latency import (
+    LatencyTable,
+    arch_parts,
+    best_of_rounds,
+    build_part,
+    measure_latency_table,
+    percent_errors,
+)
 from nasconv.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.table or Path(tmp) / "device.json")
         start = time.perf_counter()
-        table = profile_device(
+        table = measure_latency_table(
             space,
             path,
             threads=args.threads,

@@ -455,7 +455,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile_device(args: argparse.Namespace) -> int:
-    from .model.latency import BACKENDS, profile_device
+    from .model.latency import BACKENDS, measure_latency_table
     from .search.space import load_space
     from .search.training import resolve_device
 
@@ -466,7 +466,7 @@ def _cmd_profile_device(args: argparse.Namespace) -> int:
         raise NasconvError("--device cuda measures with the torch backend only (--backend torch)")
 
     space = load_space(args.space)
-    table = profile_device(
+    table = measure_latency_table(
         space,
         args.out,
         threads=args.threads,
@@ -496,8 +496,8 @@ def _cmd_profile_device(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .search.promotion import EARLY_STOPPING
     from .search.samplers import SAMPLER_NAMES
-    from .search.scheduler import EARLY_STOPPING
 
     parser = _Parser(prog="nasconv", description="Neural architecture search over convolution types.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -7,6 +7,7 @@ failed and the remaining budget is run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import NasconvError
+from .errors import NasconvError, brief
 from .model.arch import Arch
 from .model.cost import static_costs
 from .model.latency import space_latency_table
@@ -113,6 +114,8 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -120,6 +123,21 @@ def start_ray(address: str | None) -> None:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise NasconvError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A HOST:PORT address must accept a connection at once: Ray itself retries an unreachable GCS
+    for minutes before it gives up. Other forms (``auto``, ``ray://``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "/" in address or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise NasconvError(f"Ray address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
 def cluster_resources() -> dict[str, float]:
@@ -224,7 +242,7 @@ def make_tuner(space: Space, opts: SearchOptions, searcher: Any, resources: dict
     )
     scheduler = None
     if opts.early_stopping == "mo-asha":
-        from .search.tune_scheduler import MultiObjectiveASHA
+        from .search.scheduler import MultiObjectiveASHA
 
         s = space.spec.search
         scheduler = MultiObjectiveASHA(space.objectives, space.spec.training.epochs, s.grace_epochs, s.reduction)
@@ -252,6 +270,31 @@ def make_tuner(space: Space, opts: SearchOptions, searcher: Any, resources: dict
     )
 
 
+def as_run(space: Space, opts: SearchOptions) -> Space:
+    """``space`` with its ``search:`` settings as this run uses them (the command line's overrides),
+    checked against the space schema's limits: a worker rebuilds the space from this record, and a
+    resume compares against it, so a value the schema refuses is one line naming its flag here."""
+    from pydantic import ValidationError
+
+    updates = {
+        "trials": opts.trials,
+        "workers": opts.workers,
+        "seed": opts.seed,
+        "sampler": opts.sampler,
+        "early_stopping": opts.early_stopping,
+        "cpus_per_trial": opts.cpus_per_trial,
+        "gpus_per_trial": opts.gpus_per_trial,
+        "keep_weights": opts.keep_weights,
+    }
+    try:
+        search = SearchSpec.model_validate({**space.spec.search.model_dump(), **updates})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "search"
+        raise NasconvError(f"--{field.replace('_', '-')}: {error['msg']} (got {brief(error.get('input'))})") from None
+    return dataclasses.replace(space, spec=space.spec.model_copy(update={"search": search}))
+
+
 def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> pd.DataFrame:
     """Run (or resume) a search; returns the trials DataFrame. Result files are kept current."""
     from .search.progress import status_line
@@ -262,12 +305,13 @@ def run_search(space: Space, opts: SearchOptions, *, progress: bool = True) -> p
     ray = sys.modules.get("ray")
     local = opts.address is None and not (ray is not None and ray.is_initialized())  # a private Ray, to start
     check_device_request(space.spec.training.device, opts.gpus_per_trial, local=local)
+    space = as_run(space, opts)  # the study records (and a resume compares) the settings that run
     costs = known_costs(space, opts)
+    # everything that can refuse the search is checked before anything is written or decoded
+    done_before = check_study(space, opts.out, storage=opts.storage, resume=opts.resume, table=opts.table)
     if opts.table is None:
         check_available(space.spec.dataset)
         prepare_data(space.spec, progress=progress)  # decode once on this node, before the trials map it
-    # everything that can refuse the search is checked before anything is written
-    done_before = check_study(space, opts.out, storage=opts.storage, resume=opts.resume, table=opts.table)
     resources = reserve(space, opts) if opts.trials > done_before else {}
     opened = open_or_create_study(
         space,

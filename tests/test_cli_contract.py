@@ -5,6 +5,7 @@ trial), no traceback, and nothing stored changed."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import sqlite3
@@ -316,3 +317,59 @@ def test_a_failed_export_leaves_no_partial_output(tmp_path: Path) -> None:
     # a network of no stages (stem and head) is valid Python too, even if no space draws one
     empty = Arch(input_channels=1, input_size=8, classes=3, stem_channels=4, stages=())
     compile(standalone_source(empty), "model.py", "exec")
+
+
+def test_a_results_folder_holds_one_study(tmp_path: Path, copy_of: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(tiny_space_dict(name="other")))
+    before = digest(copy_of)
+    for flags in ([], ["--resume"]):
+        result = run("search", str(other), "--out", str(copy_of), "--trials", "1", *flags)
+        assert_one_line(result, str(copy_of), "study 'tiny'", "--out DIR")
+    assert digest(copy_of) == before
+    # a folder holding a user's files but no study is not written over either
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "space.yaml").write_text("my notes")
+    assert_one_line(run("search", str(other), "--out", str(mine), "--trials", "1"), str(mine), "space.yaml")
+    assert (mine / "space.yaml").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["space.yaml"]
+    # nor are the kept weights of a folder whose study.db was deleted (a new search prunes weights/)
+    kept = tmp_path / "kept"
+    (kept / "weights").mkdir(parents=True)
+    (kept / "weights" / "trial-3.pt").write_bytes(b"weights")
+    assert_one_line(run("search", str(other), "--out", str(kept), "--trials", "1"), str(kept), "weights")
+    assert sorted(p.name for p in (kept / "weights").iterdir()) == ["trial-3.pt"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"postgresql://user@127.0.0.1:1/db\n", "database driver is not installed"),
+        (b"\xff\xfe not utf-8\n", "is not UTF-8 text"),
+        (b"\n", "should hold one line"),
+    ],
+)
+def test_broken_storage_url_file(tmp_path: Path, copy_of: Path, content: bytes, message: str) -> None:
+    if "driver" in message and importlib.util.find_spec("psycopg2") is not None:
+        pytest.skip("psycopg2 is installed here: postgresql:// reaches for a server instead")
+    (copy_of / "storage.url").write_bytes(content)
+    before = digest(copy_of)
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump(tiny_space_dict()))
+    for command in (
+        ["report", str(copy_of)],
+        ["export", str(copy_of), "--knee", "--format", "arch"],
+        ["search", str(space), "--out", str(copy_of), "--resume"],
+    ):
+        result = run(*command)
+        name = "storage.url" if "driver" not in message else "postgresql://"
+        assert_one_line(result, name, message)
+    assert digest(copy_of) == before
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(tiny_space_dict()))
+    result = run("search", str(space), "--out", str(tmp_path / "o"), "--address", "127.0.0.1:1")
+    assert_one_line(result, "127.0.0.1:1", "no Ray cluster answers")
+    assert not (tmp_path / "o").exists()

@@ -525,15 +525,17 @@ def test_train_reports_test_accuracy_where_there_is_a_test_split(tmp_path: Path)
 
 
 def test_latency_tables_name_their_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nasconv.model.latency import LatencyTable, measure, profile_device
+    from nasconv.model.latency import LatencyTable, measure, measure_latency_table
 
     space = parse_space(tiny_space_dict())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(NasconvError, match="latency on cuda: torch finds no CUDA device"):
-        profile_device(space, tmp_path / "t.json", device="cuda", progress=False)
+        measure_latency_table(space, tmp_path / "t.json", device="cuda", progress=False)
     with pytest.raises(NasconvError, match="onnxruntime latency backend measures on the CPU"):
         measure(torch.nn.Conv2d(1, 1, 1), (1, 1, 4, 4), backend="onnxruntime", device="cuda")
-    table = profile_device(space, tmp_path / "t.json", rounds=1, repeats=2, warmup=0, calibrate=0, progress=False)
+    table = measure_latency_table(
+        space, tmp_path / "t.json", rounds=1, repeats=2, warmup=0, calibrate=0, progress=False
+    )
     assert table.settings["device"] == "cpu" and LatencyTable.load(tmp_path / "t.json").settings["device"] == "cpu"
 
 

@@ -15,13 +15,13 @@ from nasconv.model.latency import (
     LatencyTable,
     arch_parts,
     build_part,
+    measure_latency_table,
     percent_errors,
-    profile_device,
     space_latency_table,
     space_parts,
 )
 from nasconv.search.multi_objective import non_dominated_ranks
-from nasconv.search.scheduler import promotable, rungs
+from nasconv.search.promotion import promotable, rungs
 from nasconv.search.space import load_space, parse_space
 
 from .conftest import SPACES, tiny_space_dict
@@ -85,7 +85,7 @@ def test_parts_build_and_chain_like_the_model() -> None:
 def tiny_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     space = parse_space(tiny_space_dict(), source="tiny.yaml")
     path = tmp_path_factory.mktemp("lut") / "device.json"
-    profile_device(space, path, warmup=1, repeats=3, calibrate=6, progress=False)
+    measure_latency_table(space, path, warmup=1, repeats=3, calibrate=6, progress=False)
     return path, space
 
 
@@ -113,7 +113,7 @@ def test_profile_device_reuses_measured_entries(tiny_table, tmp_path: Path) -> N
     del data["entries"][dropped]
     copy.write_text(json.dumps(data))
     start = time.perf_counter()
-    table = profile_device(space, copy, warmup=1, repeats=3, calibrate=0, progress=False)
+    table = measure_latency_table(space, copy, warmup=1, repeats=3, calibrate=0, progress=False)
     assert time.perf_counter() - start < 30
     before = json.loads(path.read_text())["entries"]
     same = [k for k in before if k != dropped and table.entries[k] == before[k]]
@@ -140,7 +140,7 @@ def test_onnxruntime_backend_measures_parts(tmp_path: Path) -> None:
             stages=[{"stride": 2, "channels": 8, "conv": {"het": {"p": 4}, "cond": {}}}], stem={"channels": 8}
         )
     )
-    table = profile_device(
+    table = measure_latency_table(
         space, tmp_path / "ort.json", backend="onnxruntime", warmup=1, repeats=3, calibrate=3, progress=False
     )
     assert len(table.entries) == len(space_parts(space.arch_choices())) and table.settings["backend"] == "onnxruntime"
@@ -168,7 +168,7 @@ def test_cheap_moderate_trial_is_promoted_where_accuracy_alone_cuts_it() -> None
 def test_scheduler_rungs_and_decisions() -> None:
     from ray.tune.schedulers import TrialScheduler
 
-    from nasconv.search.tune_scheduler import MultiObjectiveASHA
+    from nasconv.search.scheduler import MultiObjectiveASHA
 
     assert rungs(9, 1, 3) == [1, 3] and rungs(3, 1, 3) == [1]
     scheduler = MultiObjectiveASHA(["accuracy", "macs"], max_epochs=9, grace=1, reduction=3)

@@ -12,17 +12,17 @@ import pandas as pd
 import pytest
 
 from nasconv.errors import NasconvError
-from nasconv.experiment import resolve_options
+from nasconv.experiment import as_run, resolve_options
 from nasconv.results.folder import trials_frame
 from nasconv.results.front import knee, pareto
 from nasconv.search.multi_objective import as_minimised, hypervolume, non_dominated
+from nasconv.search.promotion import RungPromotion
 from nasconv.search.protocol import TrialReport
 from nasconv.search.record import trial_state
 from nasconv.search.samplers import SamplerContext, make_sampler
-from nasconv.search.scheduler import RungPromotion
 from nasconv.search.searcher import StudySearcher
 from nasconv.search.space import parse_space
-from nasconv.search.study import open_or_create_study
+from nasconv.search.study import open_or_create_study, resume_differences
 
 from .conftest import search_in_process, tiny_space_dict
 
@@ -253,3 +253,50 @@ def test_the_fast_two_objective_front_equals_the_definition() -> None:
         points = rng.integers(0, 12, size=(int(rng.integers(65, 300)), 2)).astype(float)  # many ties
         by_definition = [not (np.all(points <= p, axis=1) & np.any(points < p, axis=1)).any() for p in points]
         assert list(non_dominated(points)) == by_definition
+
+
+class _Opened(Exception):
+    """Raised where run_search opens the study: what it passes is what the study records."""
+
+
+def test_the_study_records_the_settings_this_run_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the study recorded the space file's search: settings, so a resume after `--trials 4` read
+    # "search.trials 4 -> 9" in its notes, and workers rebuilt the space without the run's overrides
+    from nasconv import experiment
+
+    seen = {}
+
+    def opened(space, out, **kwargs):
+        seen["space"] = space
+        raise _Opened
+
+    monkeypatch.setattr(experiment, "prepare_data", lambda *a, **k: None)
+    monkeypatch.setattr(experiment, "reserve", lambda *a, **k: {"cpu": 1.0})
+    monkeypatch.setattr(experiment, "open_or_create_study", opened)
+    space = parse_space(tiny_space_dict(search={"trials": 9, "seed": 0}))
+    with pytest.raises(_Opened):
+        experiment.run_search(space, resolve_options(space, out=tmp_path, trials=4, sampler="random", seed=3))
+    search = seen["space"].spec.search
+    assert (search.trials, search.sampler, search.seed) == (4, "random", 3)
+    refusal, notes = resume_differences(space.spec.model_dump(mode="json"), seen["space"])
+    assert refusal is None
+    assert {"search.trials 9 -> 4", "search.sampler 'ehvi' -> 'random'", "search.seed 0 -> 3"} <= set(notes)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"trials": 2_000_000}, "--trials: Input should be less than or equal to 1000000"),
+        ({"workers": 5000}, "--workers: Input should be less than or equal to 4096"),
+        ({"gpus_per_trial": 65.0}, "--gpus-per-trial: Input should be less than or equal to 64"),
+    ],
+)
+def test_overrides_beyond_the_schema_are_refused_before_anything_runs(
+    tmp_path: Path, override: dict, message: str
+) -> None:
+    # a --trials the schema refuses was stored as it came: every worker failed to rebuild the space,
+    # and a resume could not read the recorded one
+    space = parse_space(tiny_space_dict())
+    with pytest.raises(NasconvError, match=re.escape(message)):
+        as_run(space, resolve_options(space, out=tmp_path / "out", **override))
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,28 @@ def test_weights_of_a_trial_still_running_survive_a_prune(tmp_path: Path) -> Non
     assert front == [a] and kept_trials(out) == [a]
     loaded = load_weights(out, a)
     assert loaded is not None and set(loaded) == {"weight", "bias"}
+
+
+class _RunsCode:
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path(os.environ["NASCONV_TEST_MARKER"]),))
+
+
+def test_kept_weights_that_hold_code_are_refused_without_unsafe_advice(tmp_path: Path, monkeypatch) -> None:
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("NASCONV_TEST_MARKER", str(marker))
+    (tmp_path / "weights").mkdir()
+    torch.save({"w": _RunsCode()}, tmp_path / "weights" / "trial-0.pt")
+    with pytest.raises(NasconvError) as caught:
+        load_weights(tmp_path, 0)
+    message = str(caught.value)
+    assert "trial-0.pt" in message and "could run code" in message and "weights_only" not in message
+    assert not marker.exists()
+
+
+def test_damaged_kept_weights_are_called_damaged(tmp_path: Path) -> None:
+    # any unpickling error read "it holds more than tensors, and loading it could run code"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "trial-0.pt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(NasconvError, match="damaged or not a torch state_dict"):
+        load_weights(tmp_path, 0)

@@ -291,7 +291,7 @@ def best_of_rounds(
     return best
 
 
-def profile_device(
+def measure_latency_table(
     space: LatencySpace,
     out: str | Path,
     *,

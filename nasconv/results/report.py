@@ -756,7 +756,7 @@ def build_report(folder: str | Path) -> Report:
             f"<p class='note'>{html.escape(describe(knee_row['arch']))}. Export it with "
             f"<code>nasconv export {html.escape(str(folder))} --knee</code>; "
             f"<code>nasconv report {html.escape(str(folder))} --trial {knee_number}</code> prints this table.</p>",
-            "<div id='knee-arch'>" + _arch_block(knee_row, _breakdown(knee_row), is_knee=True) + "</div>",
+            "<div id='knee-arch'>" + _arch_block(knee_row, _breakdown(knee_row, folder), is_knee=True) + "</div>",
         ]
         others = [row for _, row in front.iterrows() if int(row["number"]) != knee_number]
         if others:
@@ -766,7 +766,7 @@ def build_report(folder: str | Path) -> Report:
                 summary = f"trial {number}: {row['short']} · {trial_figures(row)}"
                 parts.append(
                     f"<details class='front-arch' id='arch-{number}'><summary>{html.escape(summary)}</summary>"
-                    f"{_arch_block(row, _breakdown(row), is_knee=False)}</details>"
+                    f"{_arch_block(row, _breakdown(row, folder), is_knee=False)}</details>"
                 )
         parts += [
             "<h2 id='evidence'>Which convolution where</h2>",
@@ -850,8 +850,10 @@ def build_report(folder: str | Path) -> Report:
     )
 
 
-def _breakdown(row: pd.Series, folder: str | Path | None = None) -> Breakdown:
-    where = f"{folder}: trial {int(row['number'])}" if folder is not None else f"trial {int(row['number'])}"
+def _breakdown(row: pd.Series, folder: str | Path) -> Breakdown:
+    """The per-block params and MACs of a trial; a stored architecture that cannot be read is one line
+    naming the results folder and the trial."""
+    where = f"{folder}: trial {int(row['number'])}"
     return breakdown(Arch.from_json(row["arch"], where=where))
 
 
@@ -1070,7 +1072,7 @@ def compare_report(folders: Sequence[str | Path], out: str | Path | None = None)
         number = int(s.knee["number"])
         parts += [
             f"<h3>{html.escape(s.label)}: trial {number}</h3>",
-            f"<div class='knee-arch'>{_arch_block(s.knee, _breakdown(s.knee), is_knee=True)}</div>",
+            f"<div class='knee-arch'>{_arch_block(s.knee, _breakdown(s.knee, s.folder), is_knee=True)}</div>",
         ]
     files.append(_write(target / "report.html", _page(f"nasconv comparison: {title}", parts)))
     return Comparison(out=target, objectives=objectives, searches=searches, plotted=n_plotted, files=files)

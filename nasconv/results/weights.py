@@ -9,6 +9,7 @@ Light on purpose (torch is imported only to load): the driver writes and prunes 
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -62,7 +63,17 @@ def load_weights(folder: str | Path, number: int) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise NasconvError(f"{path}: cannot load these kept weights ({type(exc).__name__}: {exc})") from None
+        # torch's own message advises weights_only=False, which would run whatever code the file holds
+        text = str(exc)
+        if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in text:  # names a class or function to call
+            why = "it holds more than tensors, and loading it could run code"
+        elif isinstance(exc, pickle.UnpicklingError):
+            why = "the file is damaged or not a torch state_dict"
+        else:
+            why = f"{type(exc).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
+        raise NasconvError(
+            f"{path}: cannot load these kept weights safely ({why}); delete the file, or export with --epochs N"
+        ) from None
     if not isinstance(state, dict):
         raise NasconvError(f"{path}: not a state_dict")
     return state

@@ -89,8 +89,8 @@ from ..ops.base import (
     out_size,
 )
 from .multi_objective import OBJECTIVES
+from .promotion import EARLY_STOPPING
 from .samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
-from .scheduler import EARLY_STOPPING
 
 # what a space may ask for beyond what a network may be (model.arch's limits, re-exported here: a space
 # is held to them for its worst combination of choices): generous for real searches, small enough that

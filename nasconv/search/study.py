@@ -36,14 +36,33 @@ _NEUTRAL_SECTIONS = ("name", "search")
 _NEUTRAL_TRAINING = ("device", "channels_last")
 
 
+def _read_line(path: Path) -> str:
+    """The one line a small bookkeeping file of the results folder holds (storage.url, study.name)."""
+    try:
+        text = path.read_bytes()[:4096].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise NasconvError(f"{path}: is not UTF-8 text") from None
+    except OSError as exc:
+        raise NasconvError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not text or "\n" in text:
+        raise NasconvError(f"{path}: should hold one line, holds {brief(text)}")
+    return text
+
+
 def storage_url(folder: str | Path) -> str | None:
     """The study storage a results folder points at, or None if it holds no study."""
     folder = Path(folder)
     if (folder / STORAGE_FILE).is_file():
-        return (folder / STORAGE_FILE).read_text().strip()
+        return _read_line(folder / STORAGE_FILE)
     if (folder / STUDY_FILE).is_file():
         return f"sqlite:///{(folder / STUDY_FILE).resolve()}"
     return None
+
+
+def recorded_name(folder: str | Path) -> str | None:
+    """The name of the study a results folder holds (``study.name``), or None where it records none."""
+    path = Path(folder) / NAME_FILE
+    return _read_line(path) if path.is_file() else None
 
 
 def check_sqlite_study(path: Path) -> None:
@@ -75,6 +94,10 @@ def _rdb_storage(url: str, where: str, *, create: bool) -> optuna.storages.RDBSt
 
     try:
         return optuna.storages.RDBStorage(url, skip_table_creation=not create)
+    except ImportError as exc:  # e.g. postgresql:// without psycopg2 installed
+        raise NasconvError(
+            f"{where}: cannot open the study storage: its database driver is not installed ({exc})"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as exc:
         raise NasconvError(f"{where}: cannot open the study storage ({str(exc).splitlines()[0]})") from None
 
@@ -99,8 +122,7 @@ def open_study(folder: str | Path) -> optuna.Study:
         names = optuna.get_all_study_names(storage)
         if not names:
             raise NasconvError(f"{where}: the study storage holds no study")
-        name_file = folder / NAME_FILE
-        name = name_file.read_text().strip() if name_file.is_file() else names[0]
+        name = recorded_name(folder) or names[0]
         if name not in names:
             raise NasconvError(f"{where}: holds no study named {name!r} (found {', '.join(names)})")
         return optuna.load_study(study_name=name, storage=storage)
@@ -222,12 +244,21 @@ def _inspect(space: Space, out: Path, *, storage: str | None, resume: bool, tabl
     where = str(out / STUDY_FILE) if url.startswith("sqlite:///") else url
     if storage and existing and existing != storage:
         raise NasconvError(f"{out}: already holds a study stored at {existing}, not {storage}")
+    holds = recorded_name(out) if existing else None
+    if holds is not None and holds != space.name:  # one results folder, one study
+        raise NasconvError(
+            f"{out}: holds the results of study '{holds}', not '{space.name}' (the space's name:); "
+            f"use --out DIR for a new search"
+        )
     if existing and existing.startswith("sqlite:///"):
         check_sqlite_study(Path(existing.removeprefix("sqlite:///")))
-    rdb = _rdb_storage(url, where, create=True) if (existing or storage) else None
+    # a --storage sqlite file that does not exist yet holds no study: opening it here would create it
+    unborn = not existing and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+    rdb = _rdb_storage(url, where, create=True) if (existing or storage) and not unborn else None
     if rdb is None:
         if resume:
             raise NasconvError(f"{out}: no study '{space.name}' to resume (run without --resume to start one)")
+        _check_new_folder(out)
         return _Inspection(url=url, study=None, storage=None)
     present = space.name in optuna.get_all_study_names(rdb)
     if present and not resume:
@@ -239,6 +270,7 @@ def _inspect(space: Space, out: Path, *, storage: str | None, resume: bool, tabl
     if resume and not present:
         raise NasconvError(f"{out}: no study '{space.name}' to resume (run without --resume to start one)")
     if not present:
+        _check_new_folder(out)
         return _Inspection(url=url, study=None, storage=rdb)
     study = optuna.load_study(study_name=space.name, storage=rdb)
     recorded = study.user_attrs.get("space")
@@ -254,6 +286,31 @@ def _inspect(space: Space, out: Path, *, storage: str | None, resume: bool, tabl
     if refusal:
         raise NasconvError(f"{out}: cannot resume: {refusal}, or --out DIR for a new search")
     return _Inspection(url=url, study=study, storage=rdb, notes=tuple(notes + more))
+
+
+# what a search and its report write into a results folder (results/ and the kept weights live above
+# this layer, so their names are spelled here): a folder holding any of them but no study is refused
+_RESULT_FILES = (
+    SPACE_FILE,
+    NAME_FILE,
+    "weights",
+    "trials.csv",
+    "pareto.csv",
+    "pareto.png",
+    "pareto.html",
+    "report.html",
+)
+
+
+def _check_new_folder(out: Path) -> None:
+    """A new search writes space.yaml, trials.csv, ... into ``out``: never over files already there."""
+    if out.exists() and not out.is_dir():
+        raise NasconvError(f"{out}: is a file, not a results folder; use --out DIR")
+    taken = [name for name in _RESULT_FILES if (out / name).exists()]
+    if taken:
+        raise NasconvError(
+            f"{out}: holds {taken[0]} but no study; a new search would overwrite it: use --out DIR for a new folder"
+        )
 
 
 def check_study(space: Space, out: Path, *, storage: str | None, resume: bool, table: str | Path | None = None) -> int:
@@ -294,7 +351,12 @@ def open_or_create_study(
         with engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         engine.dispose()
-    study = optuna.create_study(study_name=space.name, storage=url, directions=space.directions, sampler=sampler(0))
+    try:
+        study = optuna.create_study(study_name=space.name, storage=url, directions=space.directions, sampler=sampler(0))
+    except optuna.exceptions.DuplicatedStudyError:  # another search created it since the check
+        raise NasconvError(
+            f"{out}: another search created study '{space.name}' here meanwhile; use --out DIR for a new search"
+        ) from None
     study.set_user_attr("objectives", space.objectives)
     study.set_user_attr("genes", json.dumps(space.genes(), default=list))
     study.set_user_attr("space", space.spec.model_dump(mode="json"))

@@ -1,7 +1,7 @@
 """Search quality on fully known spaces: how many trained architectures each sampler needs to find
 the true Pareto front, through the real search path in tabular mode.
 
-    python benchmarks/search_quality.py [--seeds 20] [--trials 150] [--samplers random,nsga2,tpe,gp,ehvi]
+    python benchmarks/search_quality.py [--seeds 20] [--trials 150] [--samplers random,ehvi,nsga2,tpe]
                                         [--spaces kinds,widths,kinds-params,...] [--jobs 2] [--save FILE]
 
 1. Each benchmark table's space (``SPACES``) is enumerated and every architecture proxy-trained once
@@ -349,10 +349,14 @@ def report(runs: list[dict[str, Any]], problems: list[str], samplers: list[str],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, default=150)
-    parser.add_argument("--samplers", default="random,nsga2,tpe,gp,ehvi")
+    parser.add_argument(
+        "--samplers",
+        default="random,ehvi,nsga2,tpe",
+        help="of the --sampler names (gp: a GP fit per proposal, and it re-proposes known points: hours)",
+    )
     parser.add_argument("--spaces", default=",".join(PROBLEMS), help=f"problems, of {', '.join(PROBLEMS)}")
     parser.add_argument("--jobs", type=int, default=2, help="searches (and table trainings) run at once")
     parser.add_argument("--save", help="append every run to this JSON-lines file (and resume from it)")

@@ -276,16 +276,8 @@ def as_run(space: Space, opts: SearchOptions) -> Space:
     resume compares against it, so a value the schema refuses is one line naming its flag here."""
     from pydantic import ValidationError
 
-    updates = {
-        "trials": opts.trials,
-        "workers": opts.workers,
-        "seed": opts.seed,
-        "sampler": opts.sampler,
-        "early_stopping": opts.early_stopping,
-        "cpus_per_trial": opts.cpus_per_trial,
-        "gpus_per_trial": opts.gpus_per_trial,
-        "keep_weights": opts.keep_weights,
-    }
+    # every run option that is also a search: setting (trials, workers, seed, sampler, population, ...)
+    updates = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name in SearchSpec.model_fields}
     try:
         search = SearchSpec.model_validate({**space.spec.search.model_dump(), **updates})
     except ValidationError as exc:

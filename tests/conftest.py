@@ -60,9 +60,11 @@ def write_space(tmp_path: Path):
     return write
 
 
-def search_in_process(space, out: Path, trials: int, sampler: str = "random", seed: int = 0):
+def search_in_process(space, out: Path, trials: int, sampler: str = "random", seed: int = 0, stop_every: int = 0):
     """A search through the real searcher and study bookkeeping, with each trial evaluated in this
-    process one after another instead of on Ray: what report/export tests read is what a search stores."""
+    process one after another instead of on Ray: what report/export tests read is what a search stores.
+    ``stop_every`` N > 0: every N-th trained trial ends after its first epoch, as an early-stopping
+    scheduler would, so the study holds STOPPED trials too."""
     from nasconv.experiment import resolve_options
     from nasconv.search.evaluation import evaluate_trial
     from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
@@ -82,6 +84,7 @@ def search_in_process(space, out: Path, trials: int, sampler: str = "random", se
         study, space, budget=opts.trials, epochs=space.spec.training.epochs, on_change=lambda: None
     )
     context = EvaluationContext(space=space.spec.model_dump_json(), threads=1)
+    trained = 0
     for index in range(10 * trials):
         config = searcher.suggest(f"t{index}")
         if config == "FINISHED" or config is None and searcher.finished_reason:
@@ -90,6 +93,10 @@ def search_in_process(space, out: Path, trials: int, sampler: str = "random", se
             continue
         reports: list[TrialReport] = []
         evaluate_trial(TrialRequest.from_config(config), context, reports.append)
+        if stop_every and len(reports) > 1 and reports[-1].epoch:
+            trained += 1
+            if trained % stop_every == 0:
+                reports = reports[:1]
         for report in reports:
             searcher.on_trial_result(f"t{index}", report.to_metrics())
         searcher.on_trial_complete(f"t{index}", reports[-1].to_metrics())

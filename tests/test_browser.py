@@ -27,7 +27,7 @@ import pytest
 from nasconv.results.report import IMPORTANCE_FLOOR, Report, build_report, compare_report
 from nasconv.search.space import parse_space
 
-from .conftest import tiny_space_dict
+from .conftest import search_in_process, tiny_space_dict
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -154,47 +154,6 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def search_with_stops(space: Any, out: Path, trials: int, sampler: str, seed: int, stop_every: int = 3) -> Any:
-    """conftest's ``search_in_process`` with every ``stop_every``-th trained trial ended after its first
-    epoch, as an early-stopping scheduler would: the study then holds STOPPED trials too."""
-    from nasconv.experiment import resolve_options
-    from nasconv.search.evaluation import evaluate_trial
-    from nasconv.search.protocol import EvaluationContext, TrialReport, TrialRequest
-    from nasconv.search.samplers import SamplerContext, make_sampler
-    from nasconv.search.searcher import StudySearcher
-    from nasconv.search.study import open_or_create_study
-
-    opts = resolve_options(space, out=out, trials=trials, sampler=sampler, seed=seed)
-    study = open_or_create_study(
-        space,
-        out,
-        storage=None,
-        resume=False,
-        sampler=lambda n: make_sampler(sampler, SamplerContext(space=space, seed=seed + n, population=4)),
-    ).study
-    searcher = StudySearcher(
-        study, space, budget=opts.trials, epochs=space.spec.training.epochs, on_change=lambda: None
-    )
-    context = EvaluationContext(space=space.spec.model_dump_json(), threads=1)
-    trained = 0
-    for index in range(10 * trials):
-        config = searcher.suggest(f"t{index}")
-        if config == "FINISHED" or config is None and searcher.finished_reason:
-            break
-        if config is None:
-            continue
-        reports: list[TrialReport] = []
-        evaluate_trial(TrialRequest.from_config(config), context, reports.append)
-        if len(reports) > 1 and reports[-1].epoch:
-            trained += 1
-            if trained % stop_every == 0:
-                reports = reports[:1]
-        for report in reports:
-            searcher.on_trial_result(f"t{index}", report.to_metrics())
-        searcher.on_trial_complete(f"t{index}", reports[-1].to_metrics())
-    return study
-
-
 def _space(**overrides: Any) -> Any:
     data = tiny_space_dict(
         **{"constraints": {"max_params": 600}, "training": {"epochs": 2, "batch_size": 32}, **overrides}
@@ -208,7 +167,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = []
     for sampler, seed in (("random", 0), ("tpe", 1)):
         folder = tmp_path_factory.mktemp(f"browser-{sampler}")
-        search_with_stops(_space(), folder, trials=8, sampler=sampler, seed=seed)
+        search_in_process(_space(), folder, trials=8, sampler=sampler, seed=seed, stop_every=3)
         out.append(folder)
     return out[0], out[1]
 
@@ -225,7 +184,7 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Path:
         stages=[stage],
         constraints={"max_params": 20000},
     )
-    search_with_stops(space, folder, trials=8, sampler="random", seed=2)
+    search_in_process(space, folder, trials=8, sampler="random", seed=2, stop_every=3)
     return folder
 
 

@@ -44,6 +44,17 @@ def assert_one_line(result: subprocess.CompletedProcess, *names: str) -> None:
         assert name in lines[0], (name, lines[0])
 
 
+def _commands_reading(folder: Path, tmp_path: Path) -> list[list[str]]:
+    """Every command that opens a results folder's study: report, export, and search --resume."""
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump(tiny_space_dict()))
+    return [
+        ["report", str(folder)],
+        ["export", str(folder), "--knee", "--format", "arch"],
+        ["search", str(space), "--out", str(folder), "--resume"],
+    ]
+
+
 @pytest.fixture(scope="module")
 def study_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("results")
@@ -90,13 +101,7 @@ def test_damaged_study_is_named_and_left_alone(copy_of: Path, damage: str, tmp_p
         db.unlink()
         sqlite3.connect(db).execute("create table other (x)").connection.commit()
     before = digest(copy_of)
-    space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump(tiny_space_dict()))
-    for command in (
-        ["report", str(copy_of)],
-        ["export", str(copy_of), "--knee", "--format", "arch"],
-        ["search", str(space), "--out", str(copy_of), "--resume"],
-    ):
+    for command in _commands_reading(copy_of, tmp_path):
         assert_one_line(run(*command), "study.db")
     assert digest(copy_of) == before
 
@@ -354,13 +359,7 @@ def test_broken_storage_url_file(tmp_path: Path, copy_of: Path, content: bytes, 
         pytest.skip("psycopg2 is installed here: postgresql:// reaches for a server instead")
     (copy_of / "storage.url").write_bytes(content)
     before = digest(copy_of)
-    space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump(tiny_space_dict()))
-    for command in (
-        ["report", str(copy_of)],
-        ["export", str(copy_of), "--knee", "--format", "arch"],
-        ["search", str(space), "--out", str(copy_of), "--resume"],
-    ):
+    for command in _commands_reading(copy_of, tmp_path):
         result = run(*command)
         name = "storage.url" if "driver" not in message else "postgresql://"
         assert_one_line(result, name, message)

@@ -434,8 +434,12 @@ class ConvOp(nn.Module):
     def macs_formula(
         cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
     ) -> int:
-        """Declared by each kind: its closed-form MACs of one sample, given every option."""
-        raise NotImplementedError(f"{cls.__name__} declares no closed-form MAC count")
+        """The kind's closed-form MACs of one sample, given every option. By default its parameters times
+        its output positions: right for a kind whose every weight is applied once per output position
+        (standard, group, dsc, het, ghost). A kind that differs (work at the input's resolution,
+        routing, sampling) declares its own; the tests hold every kind's to thop's count."""
+        per_position = cls.params_formula(in_channels, out_channels, kernel_size, **options)
+        return per_position * out_size(height, stride) * out_size(width, stride)
 
     @classmethod
     def inert_options(cls, kernel_size: int, options: Mapping[str, Any]) -> frozenset[str]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, out_size, register
+from .base import ConvOp, kaiming_, register
 
 
 @register("dsc")
@@ -22,13 +22,6 @@ class DepthwiseSeparableConv(ConvOp):
     @classmethod
     def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         return in_channels * kernel_size**2 + in_channels * out_channels
-
-    @classmethod
-    def macs_formula(
-        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
-    ) -> int:
-        per_pixel = in_channels * kernel_size**2 + in_channels * out_channels
-        return per_pixel * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import KERNEL_SIZE, ConvOp, kaiming_, out_size, positive_int, register
+from .base import KERNEL_SIZE, ConvOp, kaiming_, positive_int, register
 
 
 @register("ghost")
@@ -31,13 +31,6 @@ class GhostConv(ConvOp):
         ratio, d = options["ratio"], options["dw_kernel"]
         c = -(-out_channels // ratio)
         return in_channels * c * kernel_size**2 + c * (ratio - 1) * d * d
-
-    @classmethod
-    def macs_formula(
-        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
-    ) -> int:
-        per_pixel = cls.params_formula(in_channels, out_channels, kernel_size, **options)
-        return per_pixel * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import ConvOp, kaiming_, out_size, positive_int, register
+from .base import ConvOp, kaiming_, positive_int, register
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -31,13 +31,6 @@ class GroupConv(ConvOp):
     @classmethod
     def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         return out_channels * (in_channels // options["groups"]) * kernel_size**2
-
-    @classmethod
-    def macs_formula(
-        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
-    ) -> int:
-        per_pixel = cls.params_formula(in_channels, out_channels, kernel_size, **options)
-        return per_pixel * out_size(height, stride) * out_size(width, stride)
 
     @classmethod
     def inert_options(cls, kernel_size: int, options: Mapping[str, Any]) -> frozenset[str]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConvOp, kaiming_, out_size, positive_int, register
+from .base import ConvOp, kaiming_, positive_int, register
 
 
 def het_kxk_mask(in_channels: int, out_channels: int, p: int) -> torch.Tensor:
@@ -48,13 +48,6 @@ class HetConv(ConvOp):
     def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         p = options["p"]
         return out_channels * ((in_channels // p) * kernel_size**2 + in_channels - in_channels // p)
-
-    @classmethod
-    def macs_formula(
-        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
-    ) -> int:
-        per_pixel = cls.params_formula(in_channels, out_channels, kernel_size, **options)
-        return per_pixel * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import ConvOp, kaiming_, out_size, register
+from .base import ConvOp, kaiming_, register
 
 
 @register("standard")
@@ -20,12 +20,6 @@ class StandardConv(ConvOp):
     @classmethod
     def params_formula(cls, in_channels: int, out_channels: int, kernel_size: int, **options: Any) -> int:
         return out_channels * in_channels * kernel_size**2
-
-    @classmethod
-    def macs_formula(
-        cls, in_channels: int, out_channels: int, kernel_size: int, stride: int, height: int, width: int, **options: Any
-    ) -> int:
-        return out_channels * in_channels * kernel_size**2 * out_size(height, stride) * out_size(width, stride)
 
     def __init__(
         self,
